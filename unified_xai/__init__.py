@@ -1,0 +1,18 @@
+"""unified-xai: where a classifier looks, at what wavelet scale, and which concept it uses.
+
+>>> import unified_xai as ux
+>>> adapter = ux.data.load_model("digits")
+>>> x, y = ux.data.load_dataset("digits", split="test")[:4]
+>>> explanation = ux.create("saliency", adapter).explain(x)
+"""
+from . import data, wavelets
+from .core import (
+    Explanation, InputError, LayerError, ModelAdapter, Param, ParameterError, UnknownNameError, UXAIError,
+    create, list_explainers, register_explainer,
+)
+
+__version__ = "0.1.0"
+__all__ = [
+    "Explanation", "InputError", "LayerError", "ModelAdapter", "Param", "ParameterError", "UXAIError",
+    "UnknownNameError", "create", "data", "list_explainers", "register_explainer", "wavelets",
+]

@@ -1,0 +1,37 @@
+"""Chunked iteration with optional progress bars, shared by every method."""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+
+def progress_enabled(progress: bool | None) -> bool:
+    """``None`` means: show a bar only when stderr is a terminal."""
+    if progress is None:
+        return sys.stderr.isatty()
+    return bool(progress)
+
+
+@contextmanager
+def progress_bar(total: int, description: str, enabled: bool):
+    """Yield an ``advance(n)`` callable; draws a rich progress bar when enabled."""
+    if not enabled or total <= 0:
+        yield lambda n=1: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)
+
+
+def chunks(total: int, batch_size: int) -> Iterator[slice]:
+    """Slices ``[0, total)`` into consecutive chunks of at most ``batch_size`` items."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+    for start in range(0, total, batch_size):
+        yield slice(start, min(start + batch_size, total))

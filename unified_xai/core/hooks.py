@@ -1,0 +1,223 @@
+"""The one place where unified-xai touches model internals.
+
+Forward hooks are registered for the duration of one call and removed in a ``finally``
+block, so no hook survives a normal call, a bad argument or a forward that raises.
+``split_model`` cuts a model into ``g`` (input -> activations of a layer) and ``h``
+(activations -> logits) with torch.fx where the model traces; see :func:`split_model`.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from typing import Callable, Iterable, Sequence
+
+import torch
+import torch.fx
+from torch import nn
+
+from .errors import LayerError, UXAIError, suggest
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Dotted names of every sub-module of ``model`` (the root excluded)."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """Sub-module by dotted name; a wrong name raises an error listing the closest valid names."""
+    modules = dict(model.named_modules())
+    if not isinstance(name, str) or name not in modules or name == "":
+        valid = layer_names(model)
+        raise LayerError(
+            f"no layer named {name!r} in {type(model).__name__}; closest valid names: {suggest(str(name), valid)}."
+            f" `uxai info MODEL` or ModelAdapter.layer_names() lists all {len(valid)} layers."
+        )
+    return modules[name]
+
+
+def _first_tensor(output):
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    if isinstance(output, dict):
+        for value in output.values():
+            if isinstance(value, torch.Tensor):
+                return value
+    raise UXAIError(f"layer output of type {type(output).__name__} holds no tensor to capture")
+
+
+@contextmanager
+def forward_hooks(modules: Iterable[nn.Module], hook: Callable):
+    """Register ``hook`` as a forward hook on each module; always removed on exit."""
+    handles = []
+    try:
+        for module in modules:
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class _StopForward(Exception):
+    """Raised by a hook to stop a forward pass once the wanted activations are captured."""
+
+
+def capture_activations(model: nn.Module, run: Callable[[], object], names: Sequence[str],
+                        stop_early: bool = False) -> dict[str, torch.Tensor]:
+    """Activations of several layers, captured in ONE forward pass (``run()`` does the forward).
+
+    With ``stop_early`` the forward is abandoned once every requested layer has fired.
+    """
+    modules = {name: get_layer(model, name) for name in names}
+    by_module: dict[int, list[str]] = {}
+    for name, module in modules.items():
+        by_module.setdefault(id(module), []).append(name)
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook(module, inputs, output):
+        for name in by_module[id(module)]:
+            captured[name] = _first_tensor(output)
+        if stop_early and len(captured) == len(modules):
+            raise _StopForward
+
+    unique = {id(m): m for m in modules.values()}.values()
+    with forward_hooks(unique, hook):
+        try:
+            run()
+        except _StopForward:
+            pass
+    missing = [n for n in names if n not in captured]
+    if missing:
+        raise UXAIError(f"layers {missing} were not called during the forward pass")
+    return captured
+
+
+@contextmanager
+def replace_output(module: nn.Module, value: torch.Tensor):
+    """Within the block, ``module`` returns ``value`` instead of its own output."""
+
+    def hook(mod, inputs, output):
+        return value
+
+    with forward_hooks([module], hook):
+        yield
+
+
+def count_hooks(model: nn.Module) -> int:
+    """Number of hooks registered on ``model`` and its sub-modules (tests use it)."""
+    total = 0
+    for module in model.modules():
+        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+                     "_forward_hooks_with_kwargs", "_state_dict_hooks"):
+            store = getattr(module, attr, None)
+            if attr == "_state_dict_hooks":
+                continue
+            if store:
+                total += len(store)
+    return total
+
+
+# ------------------------------------------------------------------ token layers
+def prefix_token_count(model: nn.Module, n_tokens: int) -> int:
+    """Number of class/register tokens before the patch tokens of a ViT-like layer output."""
+    count = getattr(model, "num_prefix_tokens", None)
+    if isinstance(count, int):
+        return count
+    for prefix in range(0, 9):
+        side = math.isqrt(n_tokens - prefix) if n_tokens > prefix else 0
+        if side * side == n_tokens - prefix and side > 0:
+            return prefix
+    raise UXAIError(f"cannot lay {n_tokens} tokens out as a square grid; pass the grid size explicitly")
+
+
+def tokens_to_grid(tokens: torch.Tensor, n_prefix: int, grid: tuple[int, int] | None = None) -> torch.Tensor:
+    """(B, N, D) token activations -> (B, D, h, w) grid of the patch tokens (prefix tokens dropped)."""
+    if tokens.ndim != 3:
+        raise UXAIError(f"token activations must be (B, N, D), got shape {tuple(tokens.shape)}")
+    patches = tokens[:, n_prefix:, :]
+    if grid is None:
+        side = math.isqrt(patches.shape[1])
+        if side * side != patches.shape[1]:
+            raise UXAIError(f"{patches.shape[1]} patch tokens do not form a square grid; pass grid=(h, w)")
+        grid = (side, side)
+    return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)
+
+
+# ------------------------------------------------------------------ g / h split
+class _SplitTracer(torch.fx.Tracer):
+    """fx tracer that keeps the split layer (and the usual leaves) as one call_module node."""
+
+    def __init__(self, leaf: nn.Module, extra_leaves: tuple = ()):
+        autowrap_functions, leaf_types = _timm_tracing_hints()
+        super().__init__(autowrap_functions=autowrap_functions)
+        self.leaf = leaf
+        self.leaf_types = tuple(leaf_types) + tuple(extra_leaves)
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        if module is self.leaf:
+            return True
+        if self.leaf_types and isinstance(module, self.leaf_types):
+            return True
+        return super().is_leaf_module(module, qualified_name)
+
+
+def _timm_tracing_hints() -> tuple[tuple, tuple]:
+    """Functions and module types timm marks as not fx-traceable (empty without timm)."""
+    try:
+        from timm.models import _features_fx as fx_hints
+    except Exception:
+        return (), ()
+    return tuple(fx_hints.get_notrace_functions()), tuple(fx_hints.get_notrace_modules())
+
+
+class FxSplitError(UXAIError):
+    """The model cannot be cut at this layer with torch.fx."""
+
+
+def fx_split(model: nn.Module, layer: str) -> tuple[torch.fx.GraphModule, torch.fx.GraphModule]:
+    """``g`` and ``h`` as fx GraphModules sharing ``model``'s sub-modules and parameters."""
+    target = get_layer(model, layer)
+    tracer = _SplitTracer(target)
+    try:
+        graph = tracer.trace(model)
+    except Exception as exc:
+        raise FxSplitError(f"torch.fx cannot trace {type(model).__name__}: {exc}") from exc
+    nodes = list(graph.nodes)
+    layer_nodes = [n for n in nodes if n.op == "call_module" and tracer.root.get_submodule(n.target) is target]
+    if len(layer_nodes) != 1:
+        raise FxSplitError(f"layer {layer!r} is called {len(layer_nodes)} times in the traced graph (need exactly 1)")
+    cut = layer_nodes[0]
+    cut_index = nodes.index(cut)
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+
+    # g: everything up to the layer, returning its output
+    g_graph = torch.fx.Graph()
+    env: dict = {}
+    for node in nodes[: cut_index + 1]:
+        env[node] = g_graph.node_copy(node, lambda n: env[n])
+    g_graph.output(env[cut])
+
+    # h: a placeholder for the activations, then the nodes after the layer; any later use of
+    # an input-dependent value from before the layer means h cannot be fed activations alone.
+    depends_on_input = set(placeholders)
+    for node in nodes[:cut_index]:
+        if any(arg in depends_on_input for arg in node.all_input_nodes):
+            depends_on_input.add(node)
+    h_graph = torch.fx.Graph()
+    env = {cut: h_graph.placeholder("activations")}
+    for node in nodes[:cut_index]:  # input-independent constants (parameters, shapes of buffers)
+        if node not in depends_on_input:
+            env[node] = h_graph.node_copy(node, lambda n: env[n])
+    for node in nodes[cut_index + 1:]:
+        crossing = [a for a in node.all_input_nodes if a not in env]
+        if crossing:
+            raise FxSplitError(
+                f"cannot split at {layer!r}: a later operation ({node.name}) also uses {crossing[0].name}, computed"
+                f" before the layer (a skip connection crosses the split); split at an enclosing block instead"
+            )
+        env[node] = h_graph.node_copy(node, lambda n: env[n])
+    g_module = torch.fx.GraphModule(tracer.root, g_graph, class_name="SplitG")
+    h_module = torch.fx.GraphModule(tracer.root, h_graph, class_name="SplitH")
+    return g_module, h_module
