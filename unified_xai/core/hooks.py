@@ -201,7 +201,8 @@ def fx_split(model: nn.Module, layer: str) -> tuple[torch.fx.GraphModule, torch.
 
     # h: a placeholder for the activations, then the nodes after the layer; any later use of
     # an input-dependent value from before the layer means h cannot be fed activations alone.
-    depends_on_input = set(placeholders)
+    # only the first placeholder is the input; later ones are optional arguments with defaults
+    depends_on_input = set(placeholders[:1])
     for node in nodes[:cut_index]:
         if any(arg in depends_on_input for arg in node.all_input_nodes):
             depends_on_input.add(node)

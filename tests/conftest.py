@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny random-weight models for each modality (fast on the CPU)."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+from torch import nn
+
+import unified_xai as ux
+
+CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+POOL = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
+
+
+class TinyNet(nn.Module):
+    """conv -> relu -> conv -> relu -> global pool -> linear, for 1, 2 or 3 spatial dims."""
+
+    def __init__(self, ndim: int = 2, channels: int = 3, classes: int = 4, width: int = 8):
+        super().__init__()
+        self.features = nn.Sequential(
+            CONV[ndim](channels, width, 3, padding=1), nn.ReLU(),
+            CONV[ndim](width, width, 3, padding=1, stride=2), nn.ReLU(),
+        )
+        self.pool = POOL[ndim](1)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x):
+        return self.head(self.pool(self.features(x)).flatten(1))
+
+
+SHAPES = {1: (1, 64), 2: (3, 16, 24), 3: (1, 8, 8, 8)}
+
+
+def tiny_adapter(ndim: int = 2, seed: int = 0, **kwargs) -> ux.ModelAdapter:
+    torch.manual_seed(seed)
+    shape = SHAPES[ndim]
+    return ux.ModelAdapter(TinyNet(ndim, shape[0]), shape, device="cpu", progress=False, name=f"tiny{ndim}d", **kwargs)
+
+
+@pytest.fixture(params=[1, 2, 3], ids=["1d", "2d", "3d"])
+def adapter_nd(request):
+    return tiny_adapter(request.param)
+
+
+@pytest.fixture
+def adapter2d():
+    return tiny_adapter(2)
+
+
+def random_inputs(adapter: ux.ModelAdapter, batch: int = 3, seed: int = 1) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, *adapter.input_shape, generator=gen)
