@@ -69,6 +69,7 @@ HOOK_ENTRY_POINTS = {
     "layer_handle": lambda a, x, layer="net.features.1": a.layer(layer).capture(x),
     "split_fx": lambda a, x, layer="net.features": _split_call(layer)(a, x),
     "layer_shapes": lambda a, x, layer=None: a.layer_shapes(x),
+    "gradcam": lambda a, x, layer="net.features.1": _explainer_call("gradcam", layer=layer)(a, x),
 }
 
 
