@@ -9,6 +9,13 @@ from pathlib import Path
 import h5py
 
 
+def _default_mode() -> int:
+    """Permissions a plain ``open()`` would give (mkstemp creates 0600 files)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_h5(path: str | os.PathLike, mode: str = "w"):
     """Open a new HDF5 file that appears at ``path`` only once fully written."""
@@ -19,6 +26,7 @@ def atomic_h5(path: str | os.PathLike, mode: str = "w"):
     try:
         with h5py.File(tmp, mode) as handle:
             yield handle
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -35,6 +43,7 @@ def atomic_write(path: str | os.PathLike, binary: bool = True):
     try:
         with os.fdopen(fd, "wb" if binary else "w") as handle:
             yield handle
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
