@@ -18,7 +18,7 @@ PREFERRED_METHODS = ("wam", "saliency")
 def _console():
     from rich.console import Console
 
-    return Console()
+    return Console(soft_wrap=True)  # paths must stay copyable, never wrapped
 
 
 def _default_method() -> str:
