@@ -97,7 +97,7 @@ class SmoothGrad(Explainer):
 
     params = {
         "n_samples": Param(25, types=(int,), low=1),
-        "stdev_spread": Param(0.25, types=(float, int), low=0.0),
+        "stdev_spread": Param(0.15, types=(float, int), low=0.0),
         "absolute": _ABSOLUTE,
         "seed": Param(0, types=(int,)),
         "batch_size": _BATCH,

@@ -65,7 +65,7 @@ class WAM(Explainer):
                          f"not a wavelet that reconstructs exactly; e.g. haar, db2, sym4, coif1, bior2.2"),
         "levels": Param(3, types=(int,), low=1),
         "mode": Param("reflect", choices=tuple(wavelets.MODES)),
-        "stdev_spread": Param(0.25, types=(float, int), low=0.0),
+        "stdev_spread": Param(0.15, types=(float, int), low=0.0),
         "baseline": Param(None, allow_none=True, check=_is_baseline),
         "quadrature": Param("gausslegendre", choices=RULES),
         "fast_path": Param("auto", choices=("auto", True, False)),
