@@ -158,3 +158,21 @@ def test_bad_parameters(adapter2d):
         ux.create("wam", adapter2d, n_samples=0)
     with pytest.raises(ValueError, match="levels"):
         ux.create("wam", adapter2d, levels=9).explain(random_inputs(adapter2d, 1))
+
+
+def test_agrees_with_captum_baselines_in_the_wavelet_domain(adapter2d):
+    """Haar is orthonormal: WAM's coefficient gradients are the DWT of the pixel-space ones that the
+    Captum-based baselines compute on the same inputs and the same noise."""
+    x = random_inputs(adapter2d, batch=3)
+    targets = torch.tensor([0, 2, 3])
+    pairs = [("gradient", "saliency", {}), ("smoothgrad", "smoothgrad", {"n_samples": 5})]
+    for variant, baseline, kw in pairs:
+        wam = ux.create("wam", adapter2d, variant=variant, levels=2, fast_path=False, **kw).explain(x, targets)
+        pixel = ux.create(baseline, adapter2d, **kw).explain(x, targets).attributions
+        expected = wavelets.dwt(pixel, 2, "haar", 2, "reflect").tensors()
+        for got, want in zip(wam.raw_attributions().values(), expected):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    # IG: both are complete for the same model and baseline, so their totals agree
+    wam = ux.create("wam", adapter2d, variant="integrated", n_samples=64).explain(x, targets)
+    ig = ux.create("integrated_gradients", adapter2d, n_steps=64).explain(x, targets).attributions
+    torch.testing.assert_close(_sum_attr(wam), ig.flatten(1).sum(1), rtol=1e-3, atol=1e-5)

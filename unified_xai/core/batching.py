@@ -35,3 +35,17 @@ def chunks(total: int, batch_size: int) -> Iterator[slice]:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
     for start in range(0, total, batch_size):
         yield slice(start, min(start + batch_size, total))
+
+
+def sample_blocks(start: int, stop: int, batch: int) -> Iterator[tuple[int, int, int]]:
+    """``(k, i0, i1)`` blocks covering rows ``[start, stop)`` of the layout ``row = k * batch + i``.
+
+    Methods that evaluate ``n`` perturbed copies (noise samples, path points) of a batch of inputs
+    lay rows out sample-major, so each block is one sample ``k`` for a contiguous range of inputs.
+    """
+    row = start
+    while row < stop:
+        k, i0 = divmod(row, batch)
+        i1 = min(batch, i0 + stop - row)
+        yield k, i0, i1
+        row += i1 - i0

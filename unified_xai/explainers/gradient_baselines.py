@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from ..core import hooks
-from ..core.batching import chunks, progress_bar
+from ..core.batching import chunks, progress_bar, sample_blocks
+from ..core.seeds import sample_normal
 from ..core.explanation import Explanation
 from ..core.registry import Param, register_explainer
 from .base import Explainer
@@ -110,21 +111,20 @@ class SmoothGrad(Explainer):
         n, batch = self.config["n_samples"], x.shape[0]
         sigma = self.config["stdev_spread"] * (x.flatten(1).amax(1) - x.flatten(1).amin(1))
         acc = torch.zeros_like(x)
-        total = n * batch
+        total = n * batch  # row = sample k * batch + input i, as in WAM: same noise for the same seed
         with progress_bar(total, self.name, self.adapter.show_progress()) as advance:
             for part in chunks(total, self.batch_size):
-                rows = torch.arange(part.start, part.stop, device=x.device)
-                ks, items = rows // batch, rows % batch
-                noise = torch.empty(len(rows), *x.shape[1:], device=x.device, dtype=x.dtype)
-                for k in torch.unique(ks).tolist():
-                    gen = torch.Generator(device=x.device).manual_seed(self.config["seed"] * 1_000_003 + k)
-                    draw = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
-                    noise[ks == k] = draw[items[ks == k]]
-                noisy = (x[items] + noise * sigma[items].view(-1, *[1] * (x.ndim - 1))).requires_grad_(True)
+                blocks = list(sample_blocks(part.start, part.stop, batch))
+                noisy = torch.cat([x[i0:i1] + sample_normal(self.config["seed"], k, x)[i0:i1]
+                                   * sigma[i0:i1].view(-1, *[1] * (x.ndim - 1)) for k, i0, i1 in blocks])
+                chunk_targets = torch.cat([targets[i0:i1] for _, i0, i1 in blocks])
                 with self.adapter.frozen(), torch.enable_grad():
-                    grads = saliency.attribute(noisy, target=targets[items], abs=False).detach()
-                acc.index_add_(0, items, grads)
-                advance(len(rows))
+                    grads = saliency.attribute(noisy.requires_grad_(True), target=chunk_targets, abs=False).detach()
+                offset = 0
+                for _, i0, i1 in blocks:
+                    acc[i0:i1] += grads[offset:offset + i1 - i0]
+                    offset += i1 - i0
+                advance(part.stop - part.start)
         attr = acc / n
         return Explanation(where=_where(attr, self.config["absolute"]), method=self.name, attributions=attr)
 

@@ -28,7 +28,8 @@ from __future__ import annotations
 import torch
 
 from .. import wavelets
-from ..core.batching import chunks, progress_bar
+from ..core.batching import chunks, progress_bar, sample_blocks
+from ..core.seeds import sample_normal
 from ..core.explanation import Explanation
 from ..core.registry import Param, register_explainer
 from .base import Explainer
@@ -140,41 +141,48 @@ class WAM(Explainer):
             base_z = self._dwt(base_x) if c["baseline"] is not None else coeffs.map(torch.zeros_like)
         else:
             alphas, weights = torch.zeros(n, dtype=torch.float64), torch.full((n,), 1.0 / n, dtype=torch.float64)
-        weights = weights.to(x.device, x.dtype)
         sigma = c["stdev_spread"] * (x.flatten(1).amax(1) - x.flatten(1).amin(1))
 
         # accumulators: pixel space on the canonical fast path (one DWT at the end), else coefficients
         pixel_acc = torch.zeros_like(x) if fast and not compat else None
         coeff_acc = None
-        total_rows = n * batch  # row r = sample k * batch + input i
+        if variant == "integrated":
+            x_delta = x - base_x
+            z_delta = [z - b for z, b in zip(coeffs.tensors(), base_z.tensors())]
+        weights = weights.tolist()
+        total_rows = n * batch  # row r = sample k * batch + input i: one sample's rows are contiguous
         with progress_bar(total_rows, f"wam ({variant})", self.adapter.show_progress()) as advance:
             for part in chunks(total_rows, self.batch_size):
-                rows = torch.arange(part.start, part.stop, device=x.device)
-                ks, items = rows // batch, rows % batch
-                row_weights = weights[ks]
-                if variant == "integrated":
-                    a = alphas.to(x.device, x.dtype)[ks]
-                    if fast:
-                        inputs = _lerp(base_x[items], x[items], a)
+                segments = list(sample_blocks(part.start, part.stop, batch))
+                pieces = []
+                for k, i0, i1 in segments:
+                    if variant == "integrated":
+                        a = float(alphas[k])
+                        pieces.append(base_x[i0:i1] + a * x_delta[i0:i1] if fast else
+                                      [b[i0:i1] + a * d[i0:i1] for b, d in zip(base_z.tensors(), z_delta)])
+                    elif variant == "smoothgrad":
+                        noisy = x[i0:i1] + sample_normal(c["seed"], k, x)[i0:i1] * sigma[i0:i1].view(-1, *[1] * (x.ndim - 1))
+                        pieces.append(noisy if fast else self._dwt(noisy).tensors())
                     else:
-                        inputs = [_lerp(b[items], z[items], a) for b, z in zip(base_z.tensors(), coeffs.tensors())]
-                elif variant == "smoothgrad":
-                    noisy = x[items] + self._noise(ks, items, x) * sigma[items].view(-1, *[1] * (x.ndim - 1))
-                    inputs = noisy if fast else self._dwt(noisy).tensors()
-                else:
-                    inputs = x[items] if fast else [t[items] for t in coeffs.tensors()]
+                        pieces.append(x[i0:i1] if fast else [t[i0:i1] for t in coeffs.tensors()])
+                inputs = torch.cat(pieces) if fast else [torch.cat(group) for group in zip(*pieces)]
+                chunk_targets = torch.cat([targets[i0:i1] for _, i0, i1 in segments])
 
                 if pixel_acc is not None:
-                    _, (grad_x,) = self.adapter.target_gradient(inputs, targets[items])
-                    pixel_acc.index_add_(0, items, grad_x * row_weights.view(-1, *[1] * (x.ndim - 1)))
+                    _, grads = self.adapter.target_gradient(inputs, chunk_targets)
+                    accumulators = [pixel_acc]
                 else:
-                    grads = self._coefficient_gradients(inputs, targets[items], coeffs, fast)
+                    grads = self._coefficient_gradients(inputs, chunk_targets, coeffs, fast)
                     if compat:
                         grads = _compat_maps(grads)
                     if coeff_acc is None:
                         coeff_acc = [torch.zeros(batch, *g.shape[1:], device=x.device, dtype=x.dtype) for g in grads]
-                    for acc, g in zip(coeff_acc, grads):
-                        acc.index_add_(0, items, g * row_weights.view(-1, *[1] * (g.ndim - 1)))
+                    accumulators = coeff_acc
+                offset = 0
+                for k, i0, i1 in segments:
+                    for acc, g in zip(accumulators, grads):
+                        acc[i0:i1].add_(g[offset:offset + i1 - i0], alpha=weights[k])
+                    offset += i1 - i0
                 advance(part.stop - part.start)
 
         if pixel_acc is not None:
@@ -190,16 +198,6 @@ class WAM(Explainer):
                     [g * (z - b) for g, z, b in zip(gradients.tensors(), coeffs.tensors(), base_z.tensors())])
         return self._to_explanation(gradients, size)
 
-    def _noise(self, ks: torch.Tensor, items: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Standard normal noise of row (k, i): a function of (seed, k) only, whatever the chunking."""
-        noise = torch.empty(len(ks), *x.shape[1:], device=x.device, dtype=x.dtype)
-        for k in torch.unique(ks).tolist():
-            gen = torch.Generator(device=x.device).manual_seed(self.config["seed"] * 1_000_003 + k)
-            sample = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
-            mask = ks == k
-            noise[mask] = sample[items[mask]]
-        return noise
-
     def _to_explanation(self, attributions: wavelets.WaveletCoeffs, size) -> Explanation:
         magnitude = attributions.map(torch.abs)
         energy = wavelets.level_energy(magnitude)
@@ -211,10 +209,6 @@ class WAM(Explainer):
             where=scale_maps.sum(1), method=self.name, scales=scales, scale_maps=scale_maps,
             attributions=dict(zip(keys, attributions.tensors())), level_names=names,
         )
-
-
-def _lerp(start: torch.Tensor, end: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    return start + alpha.view(-1, *[1] * (start.ndim - 1)) * (end - start)
 
 
 def _compat_maps(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
