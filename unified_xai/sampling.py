@@ -207,14 +207,18 @@ SAMPLERS: dict[str, type[Sampler]] = {
 }
 
 
+def _strategy(value, table: dict, base: type, kind: str):
+    """An instance of a swappable strategy from its name in ``table`` (or the instance itself)."""
+    if isinstance(value, base):
+        return value
+    if isinstance(value, str) and value in table:
+        return table[value]()
+    raise ParameterError(f"unknown {kind} {value!r}; valid {kind}s: {', '.join(repr(k) for k in table)}")
+
+
 def get_sampler(sampler: str | Sampler) -> Sampler:
     """A :class:`Sampler` from its name in :data:`SAMPLERS` (or the instance itself)."""
-    if isinstance(sampler, Sampler):
-        return sampler
-    if isinstance(sampler, str) and sampler in SAMPLERS:
-        return SAMPLERS[sampler]()
-    raise ParameterError(
-        f"unknown sampler {sampler!r}; valid samplers: {', '.join(repr(s) for s in SAMPLERS)}")
+    return _strategy(sampler, SAMPLERS, Sampler, "sampler")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -487,12 +491,7 @@ ESTIMATORS: dict[str, type[Estimator]] = {
 
 def get_estimator(estimator: str | Estimator) -> Estimator:
     """An :class:`Estimator` from its name in :data:`ESTIMATORS` (or the instance itself)."""
-    if isinstance(estimator, Estimator):
-        return estimator
-    if isinstance(estimator, str) and estimator in ESTIMATORS:
-        return ESTIMATORS[estimator]()
-    raise ParameterError(
-        f"unknown estimator {estimator!r}; valid estimators: {', '.join(repr(e) for e in ESTIMATORS)}")
+    return _strategy(estimator, ESTIMATORS, Estimator, "estimator")
 
 
 # ---------------------------------------------------------------------------------------------------
