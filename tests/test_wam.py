@@ -176,3 +176,13 @@ def test_agrees_with_captum_baselines_in_the_wavelet_domain(adapter2d):
     wam = ux.create("wam", adapter2d, variant="integrated", n_samples=64).explain(x, targets)
     ig = ux.create("integrated_gradients", adapter2d, n_steps=64).explain(x, targets).attributions
     torch.testing.assert_close(_sum_attr(wam), ig.flatten(1).sum(1), rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_name", ["planted-audio", "digits", "planted-volume"])
+def test_integrated_completeness_on_trained_builtins(model_name):
+    """1D (waveform through an in-model log-mel), 2D and 3D trained models, 128 Gauss-Legendre points."""
+    adapter = ux.data.load_model(model_name, progress=False)
+    x, y = ux.data.load_dataset(model_name, split="test")[:3]
+    e = ux.create("wam", adapter, variant="integrated", n_samples=128, levels=2).explain(x, y)
+    gap = adapter.scores(x, y) - adapter.scores(torch.zeros_like(x), y)
+    torch.testing.assert_close(_sum_attr(e), gap, rtol=0.01, atol=1e-3)
