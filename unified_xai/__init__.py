@@ -5,14 +5,14 @@
 >>> x, y = ux.data.load_dataset("digits", split="test")[:4]
 >>> explanation = ux.create("saliency", adapter).explain(x)
 """
-from . import data, wavelets
+from . import data, sampling, wavelets
 from .core import (
-    Explanation, InputError, LayerError, ModelAdapter, Param, ParameterError, UnknownNameError, UXAIError,
+    CheckpointError, Explanation, InputError, LayerError, ModelAdapter, Param, ParameterError, UnknownNameError, UXAIError,
     create, list_explainers, register_explainer,
 )
 
 __version__ = "0.1.0"
 __all__ = [
-    "Explanation", "InputError", "LayerError", "ModelAdapter", "Param", "ParameterError", "UXAIError",
-    "UnknownNameError", "create", "data", "list_explainers", "register_explainer", "wavelets",
+    "CheckpointError", "Explanation", "InputError", "LayerError", "ModelAdapter", "Param", "ParameterError", "UXAIError",
+    "UnknownNameError", "create", "data", "list_explainers", "register_explainer", "sampling", "wavelets",
 ]

@@ -24,6 +24,10 @@ class ParameterError(UXAIError, ValueError):
     """An explainer parameter is unknown or out of its allowed values."""
 
 
+class CheckpointError(UXAIError, ValueError):
+    """A checkpoint cannot be read or does not match the architecture it is loaded into."""
+
+
 class UnknownNameError(UXAIError, KeyError):
     """An explainer, built-in model or dataset name is not registered."""
 

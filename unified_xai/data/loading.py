@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from ..core.errors import ParameterError, UnknownNameError, UXAIError, suggest
+from ..core.errors import CheckpointError, ParameterError, UnknownNameError, UXAIError, suggest
 from ..core.model import ModelAdapter
 from ..core.storage import atomic_write
 from .datasets import ArrayDataset
@@ -34,10 +34,6 @@ CHECKPOINT_FORMAT = "unified_xai.checkpoint"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SPLITS = ("train", "test")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
-
-
-class CheckpointError(UXAIError, ValueError):
-    """A checkpoint cannot be read or does not match the architecture it is loaded into."""
 
 
 class Normalize(nn.Module):
