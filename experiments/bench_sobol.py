@@ -2,7 +2,8 @@
 
 Floor: the same number of bare forwards (``torch.no_grad``) at the same batch size on already-built
 inputs; ratio = explainer time / floor, median over interleaved repeats of this one run. Peak memory
-(max RSS) is measured in a fresh subprocess per setting, so it shows what one explanation costs.
+(peak RSS above the process's RSS before the call, Linux /proc) is measured in a fresh subprocess per
+setting, after a warm-up chunk, so it shows what one explanation adds.
 
     HF_HUB_OFFLINE=1 .venv/bin/python experiments/bench_sobol.py [--repeats 3] [--quick]
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -62,13 +62,25 @@ def speed(model_name: str, grid: int, n_designs: int, batch_size: int, repeats: 
           f"ratio {statistics.median(ratios):.3f} (min {min(ratios):.3f})")
 
 
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
 def child_peak(model_name: str, grid: int, n_designs: int, batch_size: int) -> dict:
+    """Peak resident memory of one explanation, above what the process held before it (Linux)."""
     adapter, x = build(model_name)
     target = adapter.predict(x).argmax(1)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    ux.create("sobol", adapter, grid_size=grid, n_designs=n_designs, batch_size=batch_size).explain(x, target)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"before_mb": before / 1024, "after_mb": after / 1024}
+    explainer = ux.create("sobol", adapter, grid_size=grid, n_designs=n_designs, batch_size=batch_size)
+    floor_time(adapter, x, target, batch_size, batch_size)  # warm-up: allocator pools of one chunk
+    before = _status_mb("VmRSS")
+    with open("/proc/self/clear_refs", "w") as refs:  # reset the peak (VmHWM) to the current RSS
+        refs.write("5")
+    explainer.explain(x, target)
+    return {"before_mb": before, "after_mb": _status_mb("VmHWM")}
 
 
 def memory(model_name: str, grid: int, batch_size: int, designs=(16, 64)):

@@ -11,4 +11,4 @@ def sample_normal(seed: int, k: int, like: torch.Tensor) -> torch.Tensor:
     noise whatever their batch size, so results are batch-size invariant and reproducible.
     """
     gen = torch.Generator(device=like.device).manual_seed(int(seed) * 1_000_003 + int(k))
-    return torch.randn(like.shape, generator=gen, device=like.device, dtype=like.dtype)
+    return torch.empty(like.shape, device=like.device, dtype=like.dtype).normal_(generator=gen)

@@ -132,16 +132,17 @@ class SobolAttribution(_SobolExplainer):
         d = math.prod(grid)
         design = self._design(d)
         maps = []
+        c = self.config
         for i in range(x.shape[0]):
             xi = x[i : i + 1]
             x0 = self._reference(xi)
-            c = self.config
+            delta = xi - x0  # x' = x0 + M (x - x0): one fused op per chunk
 
-            def perturb(masks: torch.Tensor, xi=xi, x0=x0) -> torch.Tensor:
+            def perturb(masks: torch.Tensor, xi=xi, x0=x0, delta=delta) -> torch.Tensor:
                 m = resize(masks.to(xi.dtype).view(-1, 1, *grid), size, _NEAREST)
                 if c["perturbation"] == "amplitude":
-                    return xi + c["amplitude_sigma"] * (m - 0.5)
-                return m * xi + (1 - m) * x0
+                    return torch.add(xi, m - 0.5, alpha=c["amplitude_sigma"])
+                return torch.addcmul(x0, m, delta)
 
             st = self._indices(d, perturb, targets[i], design, f"sobol {i + 1}/{x.shape[0]}")
             maps.append(st.to(x.dtype).view(1, 1, *grid))

@@ -124,10 +124,11 @@ class WAM(Explainer):
         c = self.config
         batch, size = x.shape[0], tuple(x.shape[2:])
         fast = self._use_fast_path(size)
-        coeffs = self._dwt(x)
         variant = c["variant"]
         n = 1 if variant == "gradient" else c["n_samples"]
         compat = c["reference_compat"]
+        # the input's coefficients: for the autograd path, the IG factor (z - z0) and reference maps
+        coeffs = self._dwt(x) if (not fast or variant == "integrated" or compat) else None
 
         if variant == "integrated":
             if compat:
@@ -142,6 +143,7 @@ class WAM(Explainer):
         else:
             alphas, weights = torch.zeros(n, dtype=torch.float64), torch.full((n,), 1.0 / n, dtype=torch.float64)
         sigma = c["stdev_spread"] * (x.flatten(1).amax(1) - x.flatten(1).amin(1))
+        sigma = sigma.view(-1, *[1] * (x.ndim - 1))
 
         # accumulators: pixel space on the canonical fast path (one DWT at the end), else coefficients
         pixel_acc = torch.zeros_like(x) if fast and not compat else None
@@ -151,21 +153,34 @@ class WAM(Explainer):
             z_delta = [z - b for z, b in zip(coeffs.tensors(), base_z.tensors())]
         weights = weights.tolist()
         total_rows = n * batch  # row r = sample k * batch + input i: one sample's rows are contiguous
-        with progress_bar(total_rows, f"wam ({variant})", self.adapter.show_progress()) as advance:
+        with progress_bar(total_rows, f"wam ({variant})", self.adapter.show_progress()) as advance, \
+                self.adapter.frozen():
             for part in chunks(total_rows, self.batch_size):
                 segments = list(sample_blocks(part.start, part.stop, batch))
-                pieces = []
-                for k, i0, i1 in segments:
-                    if variant == "integrated":
-                        a = float(alphas[k])
-                        pieces.append(base_x[i0:i1] + a * x_delta[i0:i1] if fast else
-                                      [b[i0:i1] + a * d[i0:i1] for b, d in zip(base_z.tensors(), z_delta)])
-                    elif variant == "smoothgrad":
-                        noisy = x[i0:i1] + sample_normal(c["seed"], k, x)[i0:i1] * sigma[i0:i1].view(-1, *[1] * (x.ndim - 1))
-                        pieces.append(noisy if fast else self._dwt(noisy).tensors())
-                    else:
-                        pieces.append(x[i0:i1] if fast else [t[i0:i1] for t in coeffs.tensors()])
-                inputs = torch.cat(pieces) if fast else [torch.cat(group) for group in zip(*pieces)]
+                if fast:  # build the chunk in place: no per-block temporaries
+                    inputs = torch.empty(part.stop - part.start, *x.shape[1:], device=x.device, dtype=x.dtype)
+                    offset = 0
+                    for k, i0, i1 in segments:
+                        out = inputs[offset:offset + i1 - i0]
+                        if variant == "integrated":
+                            torch.add(base_x[i0:i1], x_delta[i0:i1], alpha=float(alphas[k]), out=out)
+                        elif variant == "smoothgrad":
+                            torch.addcmul(x[i0:i1], sample_normal(c["seed"], k, x)[i0:i1], sigma[i0:i1], out=out)
+                        else:
+                            out.copy_(x[i0:i1])
+                        offset += i1 - i0
+                else:
+                    pieces = []
+                    for k, i0, i1 in segments:
+                        if variant == "integrated":
+                            a = float(alphas[k])
+                            pieces.append([b[i0:i1] + a * d[i0:i1] for b, d in zip(base_z.tensors(), z_delta)])
+                        elif variant == "smoothgrad":
+                            noisy = torch.addcmul(x[i0:i1], sample_normal(c["seed"], k, x)[i0:i1], sigma[i0:i1])
+                            pieces.append(self._dwt(noisy).tensors())
+                        else:
+                            pieces.append([t[i0:i1] for t in coeffs.tensors()])
+                    inputs = [torch.cat(group) for group in zip(*pieces)]
                 chunk_targets = torch.cat([targets[i0:i1] for _, i0, i1 in segments])
 
                 if pixel_acc is not None:
