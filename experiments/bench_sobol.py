@@ -105,8 +105,9 @@ def main():
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
-    speed("planted-image", 8, 32, 64, args.repeats)
-    memory("planted-image", 8, 64)
+    for name in ("planted-image", "planted-audio"):
+        speed(name, 8, 32, 64, args.repeats)
+        memory(name, 8, 64)
     if not args.quick:
         speed("resnet18", 8, 32, 32, args.repeats)
         memory("resnet18", 8, 32)

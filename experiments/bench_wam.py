@@ -89,12 +89,13 @@ def main():
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
 
-    builtin = ux.data.load_model("planted-image", progress=False)
-    xb, _ = ux.data.load_dataset("planted-image", split="test")[:4]
-    print("\n== built-in planted-image")
-    chunk_sizes(builtin, builtin.input_shape)
-    speed("planted-image", builtin, xb, 25, builtin.batch_size, args.repeats)
-    completeness(builtin, xb)
+    for name in ("planted-image", "planted-audio"):
+        builtin = ux.data.load_model(name, progress=False)
+        xb, _ = ux.data.load_dataset(name, split="test")[:4]
+        print(f"\n== built-in {name}")
+        chunk_sizes(builtin, builtin.input_shape)
+        speed(name, builtin, xb, 25, builtin.batch_size, args.repeats)
+        completeness(builtin, xb)
 
     if not args.quick:
         resnet = ux.ModelAdapter(timm.create_model("resnet18", pretrained=False), (3, 224, 224), device="cpu",

@@ -121,7 +121,7 @@ def explain(
     target: Optional[List[int]] = typer.Option(None, "--target", "-t", help="class to explain (default: predicted)"),
     n: int = typer.Option(4, help="how many built-in test inputs when no INPUTS are given"),
     out: Path = typer.Option(Path("uxai-out"), help="output folder"),
-    batch_size: int = typer.Option(32, help="perturbed samples per model call"),
+    batch_size: int = typer.Option(16, help="perturbed samples per model call"),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda:0 ..."),
     progress: bool = typer.Option(True, help="progress bars on a terminal"),
 ):
