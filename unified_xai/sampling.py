@@ -588,8 +588,7 @@ def estimate(outputs, d: int, n_designs: int, estimator: str | Estimator = "jans
 def _estimate(y: torch.Tensor, d: int, n: int, est: Estimator, eps: float, result_dtype: torch.dtype,
               sampler: str | None) -> SobolResult:
     """:func:`estimate` on validated float64 outputs."""
-    f_a, f_b, f_c = y[:n], y[n:2 * n], y[2 * n:].reshape(d, n)
-    variance = _pooled_var(f_a, f_b)
+    variance = _pooled_var(y[:n], y[n:2 * n])
     mean = y.mean()
     # "Constant": std below ~4 rounding units of the mean (noise of the dtype f computed in), or below
     # the absolute floor 1e-6; indices would only be ratios of rounding noise.

@@ -146,6 +146,10 @@ class WaveletCoeffs:
         """Detached copies that require grad: the coefficients ``z`` WAM differentiates with respect to."""
         return self.map(lambda t: t.detach().clone().requires_grad_(True))
 
+    def band_keys(self) -> list[str]:
+        """Storage keys of the bands, like :meth:`tensors`: ``approximation``, ``level_J`` ... ``level_1``."""
+        return ["approximation"] + [f"level_{j}" for j in range(self.levels, 0, -1)]
+
     def level_names(self) -> list[str]:
         """Human names in :meth:`tensors` order, e.g.
         ``["approximation", "level 3 (coarsest)", "level 2", "level 1 (finest)"]``."""

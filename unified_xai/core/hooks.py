@@ -107,16 +107,8 @@ def replace_output(module: nn.Module, value: torch.Tensor):
 
 def count_hooks(model: nn.Module) -> int:
     """Number of hooks registered on ``model`` and its sub-modules (tests use it)."""
-    total = 0
-    for module in model.modules():
-        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
-                     "_forward_hooks_with_kwargs", "_state_dict_hooks"):
-            store = getattr(module, attr, None)
-            if attr == "_state_dict_hooks":
-                continue
-            if store:
-                total += len(store)
-    return total
+    stores = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    return sum(len(getattr(module, attr, None) or ()) for module in model.modules() for attr in stores)
 
 
 # ------------------------------------------------------------------ token layers

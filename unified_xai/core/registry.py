@@ -59,14 +59,14 @@ class Param:
                 raise ParameterError(bad)
             return value
         if self.types:
-            if bool in self.types and isinstance(value, bool):
+            if isinstance(value, bool):  # bool is an int subclass: accept it only where asked for
+                if bool not in self.types:
+                    raise ParameterError(bad)
                 return value
-            if isinstance(value, bool) and bool not in self.types:
-                raise ParameterError(bad)
-            if int in self.types and float not in self.types and isinstance(value, numbers.Integral):
+            if isinstance(value, numbers.Integral) and int in self.types:
                 value = int(value)
-            elif float in self.types and isinstance(value, numbers.Real):
-                value = float(value) if not isinstance(value, numbers.Integral) or int not in self.types else value
+            elif isinstance(value, numbers.Real) and float in self.types:
+                value = float(value)
             elif not isinstance(value, self.types):
                 raise ParameterError(bad)
         if self.low is not None and (value < self.low if self.low_inclusive else value <= self.low):

@@ -6,9 +6,33 @@ from typing import Any, ClassVar
 
 import torch
 
+from .. import wavelets
 from ..core.explanation import Explanation
 from ..core.model import ModelAdapter
 from ..core.registry import Param, validate_params
+
+#: the DWT parameters shared by every wavelet-domain explainer
+WAVELET_PARAMS = {
+    "wavelet": Param("haar", types=(str,), check=lambda w: None if w in wavelets.WAVELETS else
+                     "not a wavelet that reconstructs exactly; e.g. haar, db2, sym4, coif1, bior2.2"),
+    "levels": Param(3, types=(int,), low=1),
+    "mode": Param("reflect", choices=tuple(wavelets.MODES)),
+}
+
+
+def channel_sum(attributions: torch.Tensor, absolute: bool) -> torch.Tensor:
+    """(B, C, *spatial) -> (B, *spatial): the ``where`` map of a per-channel attribution."""
+    return attributions.abs().sum(1) if absolute else attributions.sum(1)
+
+
+def broadcast_baseline(value, x: torch.Tensor, explainer: str) -> torch.Tensor:
+    """A number or tensor baseline expanded to the inputs ``x``, with a clear error when it cannot be."""
+    base = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+    try:
+        return base.expand_as(x)
+    except RuntimeError:
+        raise ValueError(f"{explainer}: baseline of shape {tuple(base.shape)} does not broadcast to the inputs"
+                         f" {tuple(x.shape)}; give a number, one sample (C, *spatial) or a batch") from None
 
 
 class Explainer:

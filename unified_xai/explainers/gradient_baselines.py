@@ -16,7 +16,7 @@ from ..core.batching import chunks, progress_bar, sample_blocks
 from ..core.seeds import sample_normal
 from ..core.explanation import Explanation
 from ..core.registry import Param, register_explainer
-from .base import Explainer
+from .base import Explainer, channel_sum
 from .quadrature import RULES
 
 _CAPTUM_RULES = {"gausslegendre": "gausslegendre", "riemann_left": "riemann_left", "riemann_right": "riemann_right",
@@ -24,10 +24,6 @@ _CAPTUM_RULES = {"gausslegendre": "gausslegendre", "riemann_left": "riemann_left
 
 _ABSOLUTE = Param(True, types=(bool,), doc="abs before the channel sum in `where`")
 _BATCH = Param(None, types=(int,), low=1, allow_none=True, doc="perturbed samples per chunk")
-
-
-def _where(attr: torch.Tensor, absolute: bool) -> torch.Tensor:
-    return attr.abs().sum(1) if absolute else attr.sum(1)
 
 
 class _CaptumExplainer(Explainer):
@@ -48,7 +44,9 @@ class _CaptumExplainer(Explainer):
                     out.append(self._attribute_chunk(leaf, targets[part]).detach())
                 advance(part.stop - part.start)
         attr = torch.cat(out)
-        return Explanation(where=_where(attr, self.config.get("absolute", True)), method=self.name, attributions=attr)
+        # a method without an `absolute` parameter (Grad-CAM: one signed channel) keeps its sign
+        absolute = self.config.get("absolute", False)
+        return Explanation(where=channel_sum(attr, absolute), method=self.name, attributions=attr)
 
 
 @register_explainer("input_x_gradient")
@@ -89,7 +87,7 @@ class IntegratedGradients(_CaptumExplainer):
             method=_CAPTUM_RULES[self.config["quadrature"]], internal_batch_size=self.batch_size)
 
     def _inputs_per_chunk(self) -> int:
-        return max(1, self.batch_size // self.config["n_steps"]) or 1
+        return max(1, self.batch_size // self.config["n_steps"])
 
 
 @register_explainer("smoothgrad")
@@ -126,7 +124,7 @@ class SmoothGrad(Explainer):
                     offset += i1 - i0
                 advance(part.stop - part.start)
         attr = acc / n
-        return Explanation(where=_where(attr, self.config["absolute"]), method=self.name, attributions=attr)
+        return Explanation(where=channel_sum(attr, self.config["absolute"]), method=self.name, attributions=attr)
 
 
 @register_explainer("gradcam")
@@ -156,8 +154,3 @@ class GradCAM(_CaptumExplainer):
             cam = hooks.tokens_to_grid(cam, hooks.prefix_token_count(self.adapter.model, cam.shape[1]))
         mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[self.adapter.spatial_ndim]
         return F.interpolate(cam, size=x.shape[2:], mode=mode, align_corners=False)
-
-    def _explain(self, x, targets):
-        explanation = super()._explain(x, targets)
-        explanation.where = explanation.attributions.sum(1)
-        return explanation

@@ -6,7 +6,7 @@ import torch
 from ..core.batching import chunks, progress_bar
 from ..core.explanation import Explanation
 from ..core.registry import Param, register_explainer
-from .base import Explainer
+from .base import Explainer, channel_sum
 
 
 @register_explainer("saliency")
@@ -30,5 +30,4 @@ class Saliency(Explainer):
             for part in chunks(x.shape[0], self.batch_size):
                 _, (grads[part],) = self.adapter.target_gradient(x[part], targets[part])
                 advance(part.stop - part.start)
-        where = grads.abs().sum(1) if self.config["absolute"] else grads.sum(1)
-        return Explanation(where=where, method=self.name, attributions=grads)
+        return Explanation(where=channel_sum(grads, self.config["absolute"]), method=self.name, attributions=grads)

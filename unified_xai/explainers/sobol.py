@@ -30,7 +30,7 @@ from .. import sampling, wavelets
 from ..core.batching import progress_bar
 from ..core.explanation import Explanation
 from ..core.registry import Param, register_explainer
-from .base import Explainer
+from .base import WAVELET_PARAMS, Explainer, broadcast_baseline
 
 PERTURBATIONS = ("inpainting", "blur", "amplitude")
 _SMOOTH = {1: "linear", 2: "bicubic", 3: "trilinear"}
@@ -71,11 +71,8 @@ class _SobolExplainer(Explainer):
     """Shared loop: design rows -> perturbed batch -> target scores -> Sobol indices."""
 
     def _check_config(self) -> None:
-        c = self.config
-        if c["sampler"] == "sobol" and c["n_designs"] & (c["n_designs"] - 1):
-            raise ValueError(
-                f"{self.name}: n_designs={c['n_designs']} must be a power of two with the sobol sampler"
-                f" (e.g. {2 ** round(math.log2(c['n_designs']))}); or choose sampler='halton'")
+        # the sampler's own checks (e.g. a power of two for sobol), up front rather than at explain time
+        sampling.get_sampler(self.config["sampler"]).check(self.config["n_designs"], 1)
 
     def _indices(self, d: int, perturb: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor,
                  design: sampling.ReplicatedDesign, label: str) -> torch.Tensor:
@@ -157,12 +154,7 @@ class SobolAttribution(_SobolExplainer):
             pool = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[xi.ndim - 2]
             pad = [p for _ in range(xi.ndim - 2) for p in (k // 2, (k - 1) // 2)]
             return pool(F.pad(xi, pad, mode="replicate"), kernel_size=k, stride=1)
-        base = torch.as_tensor(c["baseline"], dtype=xi.dtype, device=xi.device)
-        try:
-            return base.expand_as(xi)
-        except RuntimeError:
-            raise ValueError(f"sobol: baseline of shape {tuple(base.shape)} does not broadcast to one input "
-                             f"{tuple(xi.shape[1:])}") from None
+        return broadcast_baseline(c["baseline"], xi, self.name)
 
 
 @register_explainer("sobol_wavelet")
@@ -178,10 +170,7 @@ class WaveletSobol(_SobolExplainer):
 
     params = {
         "grid_size": Param(4, types=(int,), low=1),
-        "wavelet": Param("haar", types=(str,), check=lambda w: None if w in wavelets.WAVELETS else
-                         "not a wavelet that reconstructs exactly; e.g. haar, db2, sym4, bior2.2"),
-        "levels": Param(3, types=(int,), low=1),
-        "mode": Param("reflect", choices=tuple(wavelets.MODES)),
+        **WAVELET_PARAMS,
         **_COMMON,
     }
 
@@ -221,8 +210,7 @@ class WaveletSobol(_SobolExplainer):
             mass = up.flatten(1).sum(1).clamp_min(torch.finfo(x.dtype).tiny)
             maps.append(up * (p.flatten(1).sum(1) / mass).view(-1, *[1] * len(size)))
         scale_maps = torch.stack(maps, 1)
-        keys = ["approximation"] + [f"level_{j}" for j in range(coeffs.levels, 0, -1)]
         return Explanation(
             where=scale_maps.sum(1), method=self.name, scales=scales, scale_maps=scale_maps,
-            attributions={k: p[:, 0] for k, p in zip(keys, per_level)}, level_names=coeffs.level_names(),
+            attributions={k: p[:, 0] for k, p in zip(coeffs.band_keys(), per_level)}, level_names=coeffs.level_names(),
         )

@@ -32,7 +32,7 @@ from ..core.batching import chunks, progress_bar, sample_blocks
 from ..core.seeds import sample_normal
 from ..core.explanation import Explanation
 from ..core.registry import Param, register_explainer
-from .base import Explainer
+from .base import WAVELET_PARAMS, Explainer, broadcast_baseline
 from .quadrature import RULES, quadrature
 
 VARIANTS = ("integrated", "smoothgrad", "gradient")
@@ -62,10 +62,7 @@ class WAM(Explainer):
     params = {
         "variant": Param("integrated", choices=VARIANTS),
         "n_samples": Param(25, types=(int,), low=1),
-        "wavelet": Param("haar", types=(str,), check=lambda w: None if w in wavelets.WAVELETS else
-                         f"not a wavelet that reconstructs exactly; e.g. haar, db2, sym4, coif1, bior2.2"),
-        "levels": Param(3, types=(int,), low=1),
-        "mode": Param("reflect", choices=tuple(wavelets.MODES)),
+        **WAVELET_PARAMS,
         "stdev_spread": Param(0.15, types=(float, int), low=0.0),
         "baseline": Param(None, allow_none=True, check=_is_baseline),
         "quadrature": Param("gausslegendre", choices=RULES),
@@ -99,12 +96,7 @@ class WAM(Explainer):
         base = self.config["baseline"]
         if base is None:
             return torch.zeros_like(x)
-        base = torch.as_tensor(base, dtype=x.dtype, device=x.device)
-        try:
-            return base.expand_as(x)
-        except RuntimeError:
-            raise ValueError(f"wam: baseline of shape {tuple(base.shape)} does not broadcast to the inputs"
-                             f" {tuple(x.shape)}; give a number, one sample (C, *spatial) or a batch") from None
+        return broadcast_baseline(base, x, self.name)
 
     def _coefficient_gradients(self, rows: torch.Tensor | list[torch.Tensor], targets: torch.Tensor,
                                template: wavelets.WaveletCoeffs, fast: bool) -> list[torch.Tensor]:
@@ -219,10 +211,9 @@ class WAM(Explainer):
         scales = energy / energy.sum(1, keepdim=True).clamp_min(torch.finfo(energy.dtype).tiny)
         scale_maps = wavelets.level_maps(magnitude, size)
         names = attributions.level_names()
-        keys = ["approximation"] + [f"level_{j}" for j in range(attributions.levels, 0, -1)]
         return Explanation(
             where=scale_maps.sum(1), method=self.name, scales=scales, scale_maps=scale_maps,
-            attributions=dict(zip(keys, attributions.tensors())), level_names=names,
+            attributions=dict(zip(attributions.band_keys(), attributions.tensors())), level_names=names,
         )
 
 
