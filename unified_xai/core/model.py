@@ -11,7 +11,7 @@ from torch import nn
 
 from . import hooks
 from .batching import chunks, progress_bar, progress_enabled
-from .errors import InputError, UXAIError
+from .errors import InputError, ParameterError, UXAIError
 
 MODALITIES = {1: "signal", 2: "image", 3: "volume"}
 
@@ -73,8 +73,8 @@ class ModelAdapter:
 
     def __init__(self, model: nn.Module, input_shape: Sequence[int | None], preprocess: Callable | None = None,
                  class_names: Sequence[str] | None = None, device: str | torch.device = "auto",
-                 batch_size: int = 16, progress: bool | None = None, name: str | None = None,
-                 dtype: torch.dtype = torch.float32):
+                 batch_size: int | str = 16, progress: bool | None = None, name: str | None = None,
+                 dtype: torch.dtype = torch.float32, sample_rate: float | None = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         input_shape = tuple(None if s is None else int(s) for s in input_shape)
@@ -83,8 +83,10 @@ class ModelAdapter:
                 f"input_shape must be (C, *spatial) with 1 to 3 spatial dims and a fixed channel count,"
                 f" got {input_shape}; e.g. (3, 224, 224) for images, (1, 16000) for audio, (1, 32, 32, 32) for volumes"
             )
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size != "auto" and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+            raise ParameterError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
+        if sample_rate is not None and not (isinstance(sample_rate, (int, float)) and sample_rate > 0):
+            raise ParameterError(f"sample_rate must be a positive number of samples per second, got {sample_rate!r}")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         if isinstance(preprocess, nn.Module):
@@ -93,7 +95,8 @@ class ModelAdapter:
         self.network = _Preprocessed(self.model, preprocess).eval()
         self.input_shape = input_shape
         self.class_names = list(class_names) if class_names is not None else None
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size
+        self.sample_rate = None if sample_rate is None else float(sample_rate)
         self.progress = progress
         self.name = name or type(model).__name__
         self.dtype = dtype
@@ -114,6 +117,15 @@ class ModelAdapter:
     def __repr__(self) -> str:
         return (f"ModelAdapter({self.name}, input_shape={self.input_shape}, modality={self.modality!r},"
                 f" device={self.device}, batch_size={self.batch_size})")
+
+    def chunk_size(self, x: torch.Tensor, kind: str = "grad") -> int:
+        """Rows per model call for inputs shaped like ``x``: ``batch_size``, or the probed choice
+        when it is ``"auto"`` (cached per model, sample shape and pass kind ``"grad"`` / ``"nograd"``)."""
+        if self.batch_size != "auto":
+            return self.batch_size
+        from .autobatch import choose_batch_size
+
+        return choose_batch_size(self, tuple(x.shape[1:]), kind)
 
     def show_progress(self, progress: bool | None = None) -> bool:
         return progress_enabled(self.progress if progress is None else progress)
@@ -194,7 +206,7 @@ class ModelAdapter:
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int | None = None, progress: bool | None = None) -> torch.Tensor:
         """Logits ``(B, K)``, evaluated in chunks of ``batch_size`` without autograd."""
-        batch_size = batch_size or self.batch_size
+        batch_size = batch_size or self.chunk_size(x, "nograd")
         outputs = []
         with progress_bar(x.shape[0], "predict", self.show_progress(progress) and x.shape[0] > batch_size) as advance:
             for part in chunks(x.shape[0], batch_size):

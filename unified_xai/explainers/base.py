@@ -4,9 +4,11 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from .. import wavelets
+from ..core.errors import InputError
 from ..core.explanation import Explanation
 from ..core.model import ModelAdapter
 from ..core.registry import Param, validate_params
@@ -25,14 +27,28 @@ def channel_sum(attributions: torch.Tensor, absolute: bool) -> torch.Tensor:
     return attributions.abs().sum(1) if absolute else attributions.sum(1)
 
 
-def broadcast_baseline(value, x: torch.Tensor, explainer: str) -> torch.Tensor:
-    """A number or tensor baseline expanded to the inputs ``x``, with a clear error when it cannot be."""
+def expand_baseline(value, x: torch.Tensor, explainer: str) -> torch.Tensor:
+    """A baseline as a ``(B, C, *spatial)`` view of the inputs ``x``, ready to be sliced like ``x``.
+
+    ``value`` is a number, one sample ``(C, *spatial)`` (or anything broadcasting to it, such as a
+    per-channel ``(C, 1, 1)``), or one baseline per input ``(B, C, *spatial)``.
+    """
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
+    if not isinstance(value, (torch.Tensor, int, float)) or isinstance(value, bool):
+        raise InputError(f"{explainer}: baseline must be a number or a tensor, got {type(value).__name__}")
     base = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+    if not torch.isfinite(base).all():
+        raise InputError(f"{explainer}: the baseline contains NaN or infinite values")
+    if base.ndim == x.ndim and base.shape[0] not in (1, x.shape[0]):
+        raise InputError(f"{explainer}: got {base.shape[0]} baselines for {x.shape[0]} inputs; give one per input"
+                         f" (B, C, *spatial), one for all (C, *spatial) or a number")
     try:
         return base.expand_as(x)
     except RuntimeError:
-        raise ValueError(f"{explainer}: baseline of shape {tuple(base.shape)} does not broadcast to the inputs"
-                         f" {tuple(x.shape)}; give a number, one sample (C, *spatial) or a batch") from None
+        raise InputError(f"{explainer}: baseline of shape {tuple(base.shape)} does not broadcast to the inputs"
+                         f" {tuple(x.shape)}; give a number, one sample (C, *spatial) or one per input"
+                         f" (B, C, *spatial)") from None
 
 
 class Explainer:

@@ -30,7 +30,7 @@ from .. import sampling, wavelets
 from ..core.batching import progress_bar
 from ..core.explanation import Explanation
 from ..core.registry import Param, register_explainer
-from .base import WAVELET_PARAMS, Explainer, broadcast_baseline
+from .base import WAVELET_PARAMS, Explainer, expand_baseline
 
 PERTURBATIONS = ("inpainting", "blur", "amplitude")
 _SMOOTH = {1: "linear", 2: "bicubic", 3: "trilinear"}
@@ -154,7 +154,7 @@ class SobolAttribution(_SobolExplainer):
             pool = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[xi.ndim - 2]
             pad = [p for _ in range(xi.ndim - 2) for p in (k // 2, (k - 1) // 2)]
             return pool(F.pad(xi, pad, mode="replicate"), kernel_size=k, stride=1)
-        return broadcast_baseline(c["baseline"], xi, self.name)
+        return expand_baseline(c["baseline"], xi, self.name)
 
 
 @register_explainer("sobol_wavelet")

@@ -32,7 +32,7 @@ from ..core.batching import chunks, progress_bar, sample_blocks
 from ..core.seeds import sample_normal
 from ..core.explanation import Explanation
 from ..core.registry import Param, register_explainer
-from .base import WAVELET_PARAMS, Explainer, broadcast_baseline
+from .base import WAVELET_PARAMS, Explainer, expand_baseline
 from .quadrature import RULES, quadrature
 
 VARIANTS = ("integrated", "smoothgrad", "gradient")
@@ -96,7 +96,7 @@ class WAM(Explainer):
         base = self.config["baseline"]
         if base is None:
             return torch.zeros_like(x)
-        return broadcast_baseline(base, x, self.name)
+        return expand_baseline(base, x, self.name)
 
     def _coefficient_gradients(self, rows: torch.Tensor | list[torch.Tensor], targets: torch.Tensor,
                                template: wavelets.WaveletCoeffs, fast: bool) -> list[torch.Tensor]:
