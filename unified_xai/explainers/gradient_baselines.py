@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..core import hooks
 from ..core.batching import chunks, progress_bar, sample_blocks
-from ..core.seeds import sample_normal
+from ..core.seeds import noise_samples
 from ..core.explanation import Explanation
 from ..core.registry import Param, register_explainer
 from .base import Explainer, channel_sum
@@ -109,11 +109,12 @@ class SmoothGrad(Explainer):
         n, batch = self.config["n_samples"], x.shape[0]
         sigma = self.config["stdev_spread"] * (x.flatten(1).amax(1) - x.flatten(1).amin(1))
         acc = torch.zeros_like(x)
+        noise = noise_samples(self.config["seed"], n, x.shape[1:], x.device, x.dtype)
         total = n * batch  # row = sample k * batch + input i, as in WAM: same noise for the same seed
         with progress_bar(total, self.name, self.adapter.show_progress()) as advance:
             for part in chunks(total, self.batch_size):
                 blocks = list(sample_blocks(part.start, part.stop, batch))
-                noisy = torch.cat([x[i0:i1] + sample_normal(self.config["seed"], k, x)[i0:i1]
+                noisy = torch.cat([x[i0:i1] + noise[k]
                                    * sigma[i0:i1].view(-1, *[1] * (x.ndim - 1)) for k, i0, i1 in blocks])
                 chunk_targets = torch.cat([targets[i0:i1] for _, i0, i1 in blocks])
                 with self.adapter.frozen(), torch.enable_grad():

@@ -29,7 +29,7 @@ import torch
 
 from .. import wavelets
 from ..core.batching import chunks, progress_bar, sample_blocks
-from ..core.seeds import sample_normal
+from ..core.seeds import noise_samples
 from ..core.explanation import Explanation
 from ..core.registry import Param, register_explainer
 from .base import WAVELET_PARAMS, Explainer, expand_baseline
@@ -136,6 +136,7 @@ class WAM(Explainer):
             alphas, weights = torch.zeros(n, dtype=torch.float64), torch.full((n,), 1.0 / n, dtype=torch.float64)
         sigma = c["stdev_spread"] * (x.flatten(1).amax(1) - x.flatten(1).amin(1))
         sigma = sigma.view(-1, *[1] * (x.ndim - 1))
+        noise = noise_samples(c["seed"], n, x.shape[1:], x.device, x.dtype) if variant == "smoothgrad" else None
 
         # accumulators: pixel space on the canonical fast path (one DWT at the end), else coefficients
         pixel_acc = torch.zeros_like(x) if fast and not compat else None
@@ -157,7 +158,7 @@ class WAM(Explainer):
                         if variant == "integrated":
                             torch.add(base_x[i0:i1], x_delta[i0:i1], alpha=float(alphas[k]), out=out)
                         elif variant == "smoothgrad":
-                            torch.addcmul(x[i0:i1], sample_normal(c["seed"], k, x)[i0:i1], sigma[i0:i1], out=out)
+                            torch.addcmul(x[i0:i1], noise[k], sigma[i0:i1], out=out)
                         else:
                             out.copy_(x[i0:i1])
                         offset += i1 - i0
@@ -168,7 +169,7 @@ class WAM(Explainer):
                             a = float(alphas[k])
                             pieces.append([b[i0:i1] + a * d[i0:i1] for b, d in zip(base_z.tensors(), z_delta)])
                         elif variant == "smoothgrad":
-                            noisy = torch.addcmul(x[i0:i1], sample_normal(c["seed"], k, x)[i0:i1], sigma[i0:i1])
+                            noisy = torch.addcmul(x[i0:i1], noise[k], sigma[i0:i1])
                             pieces.append(self._dwt(noisy).tensors())
                         else:
                             pieces.append([t[i0:i1] for t in coeffs.tensors()])
