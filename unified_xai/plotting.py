@@ -1,95 +1,455 @@
-"""Figures of Explanations (kept apart from the math)."""
+"""Figures of Explanations (kept apart from the math).
+
+:func:`plot_explanation` draws one item of an :class:`~unified_xai.Explanation`:
+
+* a title naming the explained class, the method and its key parameters;
+* the input (image, waveform or three orthogonal slices of a volume);
+* the ``where`` map with its colour bar (a curve under the waveform for signals);
+* with ``scale_maps``: the map of every wavelet level on one shared colour scale (so a level holding
+  0 % of the importance looks dark), each titled with its level name and its share;
+* with ``scales``: the share of each level as a bar chart whose labels say what the level means
+  (approximation = coarse shape ... finest level = fine texture) in physical units (pixels, voxels,
+  Hz when the sample rate is known, samples otherwise).
+"""
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from .core.errors import InputError
+
+_SEQUENTIAL = "inferno"
+_DIVERGING = "RdBu_r"
+_SLICE_AXES = ("depth", "height", "width")
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().float().cpu().numpy()
 
 
-def _image_view(x: np.ndarray) -> tuple[np.ndarray, str | None]:
-    """(C, H, W) -> something imshow can show (RGB scaled to [0,1], or one channel in gray)."""
-    if x.shape[0] == 3:
+# --------------------------------------------------------------------------------------------------
+# what each wavelet level means
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class LevelInfo:
+    """One entry of ``scales`` / ``scale_maps``: its name, what it captures and its share (or None)."""
+
+    name: str
+    meaning: str
+    extent: str
+    share: float | None
+
+    @property
+    def share_text(self) -> str:
+        if self.share is None:
+            return ""
+        return "< 1 %" if 0 < abs(self.share) < 0.5 else f"{self.share:.0f} %"
+
+
+def _hz(value: float) -> str:
+    return f"{value / 1000:.3g} kHz" if value >= 1000 else f"{value:.3g} Hz"
+
+
+def _band(lo: float, hi: float) -> str:
+    if hi >= 1000 and lo >= 1000:
+        return f"{lo / 1000:.3g}–{hi / 1000:.3g} kHz"
+    return f"{lo:.3g}–{_hz(hi)}" if hi < 1000 else f"{_hz(lo)}–{_hz(hi)}"
+
+
+def level_infos(explanation, index: int, ndim: int) -> list[LevelInfo]:
+    """Names, meanings, physical extents and shares (in %) of the levels of item ``index``.
+
+    Level ``j`` detail coefficients respond to structures of about ``2**j`` pixels (voxels); for a
+    signal sampled at ``sr`` Hz they cover the band ``[sr / 2**(j+1), sr / 2**j]`` Hz and the
+    approximation of ``J`` levels everything below ``sr / 2**(J+1)`` Hz.
+    """
+    if explanation.scales is not None:
+        n = int(explanation.scales.shape[1])
+    elif explanation.scale_maps is not None:
+        n = int(explanation.scale_maps.shape[1])
+    else:
+        return []
+    deepest = n - 1
+    names = list(explanation.level_names or [])
+    if len(names) != n:
+        names = ["approximation"] + [f"level {j}" for j in range(deepest, 0, -1)]
+    levels: list[int | None] = []
+    for k, name in enumerate(names):
+        found = re.search(r"level\s+(\d+)", name)
+        if "approx" in name.lower():
+            levels.append(None)
+        elif found:
+            levels.append(int(found.group(1)))
+        else:  # unknown naming: assume pywt order (approximation first, then J, ..., 1)
+            levels.append(None if k == 0 else deepest - k + 1)
+    deepest = max([j for j in levels if j is not None], default=deepest)
+
+    shares: list[float | None] = [None] * n
+    if explanation.scales is not None:
+        raw = _np(explanation.scales[index]).astype(np.float64)
+        total = np.abs(raw).sum()
+        shares = [float(100 * v / total) if total > 0 else 0.0 for v in raw]
+
+    unit = {2: "px", 3: "voxels"}.get(ndim, "samples")
+    rate = explanation.sample_rate if ndim == 1 else None
+    infos = []
+    for name, j, share in zip(names, levels, shares):
+        if j is None:
+            meaning = "coarse shape" if ndim != 1 else "slow trend"
+            if rate:
+                extent = f"< {_hz(rate / 2 ** (deepest + 1))}"
+            elif ndim == 1:
+                extent = f"periods > {2 ** (deepest + 1)} samples"
+            else:
+                extent = f"≥ {2 ** (deepest + 1)} {unit}"
+        else:
+            if j == 1:
+                meaning = "fine texture" if ndim != 1 else "highest frequencies"
+            elif j == deepest:
+                meaning = "coarse details" if ndim != 1 else "low frequencies"
+            else:
+                meaning = "mid-size details" if ndim != 1 else "mid frequencies"
+            if rate:
+                extent = _band(rate / 2 ** (j + 1), rate / 2 ** j)
+            elif ndim == 1:
+                extent = f"periods {2 ** j}–{2 ** (j + 1)} samples"
+            else:
+                extent = f"~{2 ** j} {unit}"
+        infos.append(LevelInfo(name, meaning, extent, share))
+    return infos
+
+
+# --------------------------------------------------------------------------------------------------
+# small drawing helpers
+# --------------------------------------------------------------------------------------------------
+def _color_scale(arrays) -> tuple[str, float, float]:
+    """(colormap, vmin, vmax) shared by ``arrays``: 0..max for non-negative maps, symmetric otherwise."""
+    lo = min(float(np.nanmin(a)) for a in arrays)
+    hi = max(float(np.nanmax(a)) for a in arrays)
+    if lo < 0:
+        bound = max(-lo, hi) or 1.0
+        return _DIVERGING, -bound, bound
+    return _SEQUENTIAL, 0.0, hi if hi > 0 else 1.0
+
+
+def _image(x: np.ndarray) -> tuple[np.ndarray, dict, str]:
+    """(C, H, W) input -> (array for imshow, imshow kwargs, note for the title)."""
+    channels = x.shape[0]
+    if channels == 3:
         rgb = np.moveaxis(x, 0, -1)
-        lo, hi = rgb.min(), rgb.max()
-        return (rgb - lo) / (hi - lo + 1e-12), None
-    return x.mean(0), "gray"
+        lo, hi = float(rgb.min()), float(rgb.max())
+        if lo >= -0.1 and hi <= 1.1:  # a [0, 1] image, perhaps with a little noise past the ends
+            clipped = lo < 0 or hi > 1
+            return np.clip(rgb, 0, 1), {}, "clipped to [0, 1]" if clipped else ""
+        return (rgb - lo) / (hi - lo or 1.0), {}, f"min-max scaled, range {lo:.2g}..{hi:.2g}"
+    gray = x[0] if channels == 1 else x.mean(0)
+    note = "" if channels == 1 else f"mean of {channels} channels"
+    return gray, {"cmap": "gray"}, note
 
 
-def _volume_slice(v: np.ndarray, index: int | None) -> np.ndarray:
-    """Middle axial slice of a (..., D, H, W) array, or the given depth index."""
-    depth = v.shape[-3]
-    return v[..., depth // 2 if index is None else index, :, :]
+def _colorbar(container, im, axes, label: str = ""):
+    """A colour bar for ``im`` beside ``axes`` (one axes or a list sharing it), with small ticks."""
+    bar = container.colorbar(im, ax=axes, shrink=0.85, pad=0.02)
+    bar.ax.tick_params(labelsize=7)
+    if label:
+        bar.set_label(label, fontsize=8)
+    return bar
+
+
+def _bare(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _title(explanation, index: int) -> str:
+    names = explanation.target_names
+    name = names[index] if names else ""
+    if len(name) > 40 and "," in name:  # ImageNet-style "giant panda, panda, panda bear, ...": the first synonym
+        name = name.split(",")[0]
+    target = f"“{name}”" if names else "no target recorded"
+    method = explanation.method or "explanation"
+    params = explanation.key_params()
+    line = f"{target} — {method}" + (f" ({params})" if params else "")
+    details = [f"item {index} of {len(explanation)}"]
+    if explanation.model_id:
+        details.insert(0, f"model {explanation.model_id}")
+    if explanation.targets is not None:
+        details.append(f"class index {int(explanation.targets[index])}")
+    return line + "\n" + " · ".join(details)
+
+
+def _scale_bars(ax, infos: list[LevelInfo]) -> None:
+    """Horizontal bars of the share of every level, top = approximation, labelled with their meaning."""
+    shares = [0.0 if i.share is None else i.share for i in infos]
+    ypos = np.arange(len(infos))
+    bars = ax.barh(ypos, shares, color="tab:blue", height=0.6)
+    ax.set_yticks(ypos)
+    ax.set_yticklabels([f"{i.name}\n{i.meaning}, {i.extent}" for i in infos], fontsize=8)
+    ax.invert_yaxis()
+    top = max(shares + [1.0])
+    ax.set_xlim(0, min(100.0, top * 1.3) if top < 77 else 100.0)
+    for bar, info in zip(bars, infos):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, " " + info.share_text,
+                va="center", ha="left", fontsize=8)
+    ax.set_xlabel("share of the importance (%)", fontsize=8)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.set_title("importance per scale", fontsize=9)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _level_title(info: LevelInfo) -> str:
+    share = f" — {info.share_text}" if info.share_text else ""
+    return f"{info.name}{share}\n{info.meaning}, {info.extent}"
+
+
+# --------------------------------------------------------------------------------------------------
+# per-modality layouts
+# --------------------------------------------------------------------------------------------------
+def _plot_image(fig, where, x, maps, infos):
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.05]) if maps is not None else (fig, None)
+    widths = ([1.0] if x is not None else []) + [1.2] + ([2.0] if infos else [])
+    grid = top.add_gridspec(1, len(widths), width_ratios=widths)
+    col = 0
+    if x is not None:
+        ax = top.add_subplot(grid[0, col])
+        data, kwargs, note = _image(x)
+        ax.imshow(data, **kwargs)
+        ax.set_title("input" + (f"\n({note})" if note else ""), fontsize=9)
+        _bare(ax)
+        col += 1
+    ax = top.add_subplot(grid[0, col])
+    cmap, lo, hi = _color_scale([where])
+    im = ax.imshow(where, cmap=cmap, vmin=lo, vmax=hi)
+    ax.set_title("where (importance)", fontsize=9)
+    _bare(ax)
+    _colorbar(top, im, ax)
+    col += 1
+    if infos:
+        _scale_bars(top.add_subplot(grid[0, col]), infos)
+    if maps is not None:
+        cmap, lo, hi = _color_scale(list(maps))
+        axes = bottom.subplots(1, maps.shape[0], squeeze=False)[0]
+        for k, ax in enumerate(axes):
+            im = ax.imshow(maps[k], cmap=cmap, vmin=lo, vmax=hi)
+            ax.set_title(_level_title(infos[k]), fontsize=8)
+            _bare(ax)
+        _colorbar(bottom, im, list(axes), "importance\n(one scale for all levels)")
+
+
+def _slices(volume: np.ndarray, point: tuple[int, int, int]) -> list[np.ndarray]:
+    """Three orthogonal slices of ``(..., D, H, W)`` through ``point``: fixed depth, height, width."""
+    d, h, w = point
+    return [volume[..., d, :, :], volume[..., :, h, :], volume[..., :, :, w]]
+
+
+def _slice_labels(point) -> list[tuple[str, str, str, tuple[int, int]]]:
+    """(title, x label, y label, (x, y) of the point) of each slice of :func:`_slices`."""
+    d, h, w = point
+    return [(f"depth slice, d = {d}", "width", "height", (w, h)),
+            (f"height slice, h = {h}", "width", "depth", (w, d)),
+            (f"width slice, w = {w}", "height", "depth", (h, d))]
+
+
+def _slice_axes(ax, xlabel, ylabel):
+    _bare(ax)
+    ax.set_xlabel(xlabel + " →", fontsize=7, labelpad=1)
+    ax.set_ylabel("← " + ylabel, fontsize=7, labelpad=1)
+
+
+def _plot_volume(fig, where, x, maps, infos):
+    point = tuple(int(i) for i in np.unravel_index(np.nanargmax(where), where.shape))
+    labels = _slice_labels(point)
+    n = maps.shape[0] if maps is not None else 0
+    rows = (x is not None) + 1 + (maps is not None)
+    ncols = max(3, n) + (1 if infos else 0)
+    grid = fig.add_gridspec(rows, ncols)
+    row = 0
+    if x is not None:
+        note = ""
+        for k, (plane, (title, xl, yl, _)) in enumerate(zip(_slices(x, point), labels)):
+            ax = fig.add_subplot(grid[row, k])
+            data, kwargs, note = _image(plane)
+            ax.imshow(data, **kwargs)
+            ax.set_title(f"input: {title}", fontsize=8)
+            _slice_axes(ax, xl, yl)
+        if note:
+            ax.text(1.02, 0.5, note, transform=ax.transAxes, rotation=90, va="center", fontsize=7)
+        row += 1
+    cmap, lo, hi = _color_scale([where])
+    axes = []
+    for k, (plane, (title, xl, yl, (px, py))) in enumerate(zip(_slices(where, point), labels)):
+        ax = fig.add_subplot(grid[row, k])
+        im = ax.imshow(plane, cmap=cmap, vmin=lo, vmax=hi)
+        ax.plot(px, py, marker="+", color="cyan", markersize=10, markeredgewidth=1.5)
+        ax.set_title(f"where: {title}", fontsize=8)
+        _slice_axes(ax, xl, yl)
+        axes.append(ax)
+    _colorbar(fig, im, axes, "where (importance)")
+    row += 1
+    if maps is not None:
+        cmap, lo, hi = _color_scale(list(maps))
+        axes = []
+        title, xl, yl, (px, py) = labels[0]
+        for k in range(n):
+            ax = fig.add_subplot(grid[row, k])
+            im = ax.imshow(_slices(maps[k], point)[0], cmap=cmap, vmin=lo, vmax=hi)
+            ax.set_title(_level_title(infos[k]), fontsize=8)
+            _slice_axes(ax, xl, yl)
+            axes.append(ax)
+        _colorbar(fig, im, axes, f"importance, {title}\n(one scale for all levels)")
+    if infos:
+        _scale_bars(fig.add_subplot(grid[:min(rows, 2), ncols - 1]), infos)
+    return f"slices through the maximum of the where map (+) at (depth, height, width) = {point}"
+
+
+def _peak_pool(maps: np.ndarray, bins: int) -> np.ndarray:
+    """``(levels, T)`` -> ``(levels, <= bins)``: each bin keeps its value of largest magnitude, so a
+    one-sample peak stays visible when thousands of samples share a few hundred pixels."""
+    length = maps.shape[-1]
+    if length <= bins:
+        return maps
+    starts = np.linspace(0, length, bins + 1).astype(int)[:-1]
+    high = np.maximum.reduceat(maps, starts, axis=-1)
+    low = np.minimum.reduceat(maps, starts, axis=-1)
+    return np.where(np.abs(low) > np.abs(high), low, high)
+
+
+def _plot_signal(fig, where, x, maps, infos, sample_rate):
+    length = where.shape[-1]
+    if sample_rate:
+        t = np.arange(length) / sample_rate
+        xlabel = "time (s)"
+        extent_x = (0.0, length / sample_rate)
+    else:
+        t = np.arange(length)
+        xlabel = "time (samples)"
+        extent_x = (0.0, float(length))
+    heights = ([1.0] if x is not None else []) + [1.0] + ([0.3 + 0.25 * maps.shape[0]] if maps is not None else [])
+    rows = len(heights)
+    ncols = 2 if infos else 1
+    grid = fig.add_gridspec(rows, ncols, height_ratios=heights, width_ratios=[3, 1] if infos else [1])
+    axes = []
+    row = 0
+    if x is not None:
+        ax = fig.add_subplot(grid[row, 0])
+        channels = x.reshape(-1, length)
+        shown = channels if channels.shape[0] <= 4 else channels.mean(0, keepdims=True)
+        for c, wave in enumerate(shown):
+            ax.plot(t, wave, lw=0.6, color="0.25" if shown.shape[0] == 1 else None,
+                    label=f"channel {c}" if shown.shape[0] > 1 else None)
+        if shown.shape[0] > 1:
+            ax.legend(fontsize=7, loc="upper right")
+        ax.set_title("input waveform" + (f" (mean of {channels.shape[0]} channels)" if shown is not channels else ""),
+                     fontsize=9)
+        ax.set_ylabel("amplitude", fontsize=8)
+        axes.append(ax)
+        row += 1
+    ax = fig.add_subplot(grid[row, 0], sharex=axes[0] if axes else None)
+    if np.nanmin(where) >= 0:
+        ax.fill_between(t, where, color="tab:orange", alpha=0.5, lw=0)
+        ax.set_ylim(bottom=0)
+    ax.plot(t, where, color="tab:red", lw=0.7)
+    ax.set_title("where (importance over time)", fontsize=9)
+    ax.set_ylabel("importance", fontsize=8)
+    axes.append(ax)
+    row += 1
+    if maps is not None:
+        ax = fig.add_subplot(grid[row, 0], sharex=axes[0])
+        cmap, lo, hi = _color_scale(list(maps))
+        im = ax.imshow(_peak_pool(maps, 1200), aspect="auto", interpolation="nearest", cmap=cmap, vmin=lo, vmax=hi,
+                       extent=(extent_x[0], extent_x[1], maps.shape[0] - 0.5, -0.5))
+        ax.set_yticks(range(maps.shape[0]))
+        ax.set_yticklabels([f"{i.name}" + (f" — {i.share_text}" if i.share_text else "") + f"\n{i.extent}"
+                            for i in infos], fontsize=7)
+        ax.set_title("importance per level over time (one colour scale)", fontsize=9)
+        _colorbar(fig, im, ax, "importance\n(one scale)")
+        axes.append(ax)
+    for ax in axes[:-1]:
+        ax.tick_params(labelbottom=False)
+    for ax in axes:
+        ax.tick_params(labelsize=7)
+    axes[-1].set_xlabel(xlabel, fontsize=8)
+    if infos:
+        _scale_bars(fig.add_subplot(grid[: max(rows - 1, 1), 1]), infos)
+
+
+# --------------------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------------------
+def _item_inputs(explanation, index: int, inputs) -> np.ndarray | None:
+    source = inputs if inputs is not None else explanation.inputs
+    if source is None:
+        return None
+    if isinstance(source, np.ndarray):
+        source = torch.from_numpy(source)
+    if not isinstance(source, torch.Tensor):
+        raise InputError(f"inputs must be a tensor (B, C, *spatial) or (C, *spatial), got {type(source).__name__}")
+    spatial = tuple(explanation.where.shape[1:])
+    if source.ndim == len(spatial) + 2:
+        if source.shape[0] != len(explanation):
+            raise InputError(f"inputs hold {source.shape[0]} items but the explanation has {len(explanation)} items;"
+                             f" pass the batch that was explained, or one item (C, *spatial)")
+        source = source[index]
+    elif source.ndim != len(spatial) + 1:
+        raise InputError(f"inputs of shape {tuple(source.shape)} do not match the explanation's spatial shape"
+                         f" {spatial}; pass (B, C, *spatial) or one item (C, *spatial)")
+    if tuple(source.shape[1:]) != spatial:
+        raise InputError(f"inputs of spatial shape {tuple(source.shape[1:])} differ from the explanation's {spatial};"
+                         f" pass the inputs that were explained")
+    return _np(source)
 
 
 def plot_explanation(explanation, index: int = 0, inputs: torch.Tensor | None = None):
-    """Input, where map, per-level maps and the per-level share bar chart of one item.
+    """Figure of item ``index``: input, where map, per-level maps and the share of every scale.
 
-    1D signals are drawn as curves, 2D maps as images, 3D volumes as the axial slice through
-    the maximum of the where map.
+    Parameters
+    ----------
+    explanation : an :class:`~unified_xai.Explanation`.
+    index : which item of the batch.
+    inputs : the explained inputs ``(B, C, *spatial)`` (or one item ``(C, *spatial)``) when the
+        explanation does not store them in ``explanation.inputs``; the input panel is left out without them.
+
+    Returns the :class:`matplotlib.figure.Figure` (not shown: call ``fig.savefig`` or ``plt.show()``).
+    1D signals are drawn against time (seconds with ``explanation.sample_rate``), 2D maps as images,
+    3D volumes as three orthogonal slices through the maximum of the where map.
     """
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "cairo") and not _has_display():
-        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    size = len(explanation)
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -size <= index < size:
+        raise InputError(f"index must be an integer in [0, {size}) for an explanation of {size} items, got {index!r}")
+    index = int(index) % size
     where = _np(explanation.where[index])
     ndim = where.ndim
-    x = inputs if inputs is not None else explanation.inputs
-    x = _np(x[index]) if x is not None else None
+    if ndim not in (1, 2, 3):
+        raise InputError(f"cannot plot a where map with {ndim} spatial dimensions; 1 (signals), 2 (images)"
+                         f" and 3 (volumes) are supported")
+    x = _item_inputs(explanation, index, inputs)
     maps = _np(explanation.scale_maps[index]) if explanation.scale_maps is not None else None
-    names = explanation.level_names or ([f"level {i}" for i in range(maps.shape[0])] if maps is not None else [])
-    depth = None
-    if ndim == 3:
-        depth = int(np.unravel_index(np.argmax(where), where.shape)[0])
+    infos = level_infos(explanation, index, ndim)
+    if maps is not None and len(infos) != maps.shape[0]:
+        raise InputError(f"the explanation has {maps.shape[0]} scale maps but {len(infos)} scale shares;"
+                         f" scales and scale_maps must describe the same levels")
 
-    panels = (x is not None) + 1 + (0 if maps is None else maps.shape[0]) + (explanation.scales is not None)
-    cols = min(panels, 4)
-    rows = int(np.ceil(panels / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
-    axes = list(axes.ravel())
-    target = int(explanation.targets[index]) if explanation.targets is not None else None
-    fig.suptitle(f"{explanation.method} — {explanation.model_id} — target {target}", fontsize=10)
-
-    def show(ax, data, title, cmap="inferno"):
-        if ndim == 1:
-            ax.plot(data if data.ndim == 1 else data.T)
-        else:
-            data = _volume_slice(data, depth) if ndim == 3 else data
-            if data.ndim == 3:
-                data, gray = _image_view(data)
-                ax.imshow(data, cmap=gray)
-            else:
-                ax.imshow(data, cmap=cmap)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        ax.set_title(title + (f" (slice {depth})" if depth is not None else ""), fontsize=9)
-
-    panel = iter(axes)
-    if x is not None:
-        show(next(panel), x if ndim != 1 else x.mean(0), "input")
-    show(next(panel), where, "where")
-    if maps is not None:
-        for level, name in enumerate(names[: maps.shape[0]]):
-            show(next(panel), maps[level], name)
-    if explanation.scales is not None:
-        ax = next(panel)
-        shares = _np(explanation.scales[index])
-        ax.bar(range(len(shares)), shares, color="tab:blue")
-        ax.set_xticks(range(len(shares)))
-        ax.set_xticklabels([n.split(" (")[0].replace("approximation", "approx") for n in names[: len(shares)]],
-                           rotation=30, fontsize=7)
-        ax.set_title("share per scale", fontsize=9)
-    for ax in panel:
-        ax.axis("off")
-    fig.tight_layout()
+    if ndim == 1:
+        figsize = (12, 2.2 + 1.6 * (x is not None) + 1.6 + (0.9 + 0.3 * maps.shape[0] if maps is not None else 0))
+    elif ndim == 2:
+        cols = max(maps.shape[0], 4) if maps is not None else 1 + (x is not None) + bool(infos)
+        figsize = (max(3.0 * cols, 7.0), 3.6 if maps is None else 7.0)
+    else:
+        cols = max(3, maps.shape[0] if maps is not None else 0) + bool(infos)
+        rows = (x is not None) + 1 + (maps is not None)
+        figsize = (3.0 * cols + 1.0, 2.9 * rows + 0.9)
+    fig = plt.figure(figsize=figsize, layout="constrained")
+    if ndim == 1:
+        note = _plot_signal(fig, where, x, maps, infos, explanation.sample_rate)
+    elif ndim == 2:
+        note = _plot_image(fig, where, x, maps, infos)
+    else:
+        note = _plot_volume(fig, where, x, maps, infos)
+    fig.suptitle(_title(explanation, index) + (f"\n{note}" if note else ""), fontsize=10)
     return fig
-
-
-def _has_display() -> bool:
-    import os
-
-    return bool(os.environ.get("DISPLAY"))

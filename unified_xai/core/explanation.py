@@ -10,12 +10,20 @@ import h5py
 import numpy as np
 import torch
 
+from .errors import InputError
 from .storage import atomic_h5
 
-FORMAT_VERSION = 1
+#: 2 added the optional ``class_names`` and ``sample_rate`` attributes (version 1 files still load)
+FORMAT_VERSION = 2
 _TENSOR_FIELDS = (
     "where", "scales", "scale_maps", "concept_ids", "concept_importances", "concept_maps", "targets", "inputs",
 )
+#: parameters named in titles and summaries, in this order, when an explainer has them
+KEY_PARAMS = ("variant", "wavelet", "levels", "perturbation", "layer", "n_samples", "n_steps", "n_designs")
+
+
+class ExplanationFileMissingError(InputError, FileNotFoundError):
+    """:meth:`Explanation.load` was given a path where no file exists."""
 
 
 @dataclass
@@ -32,6 +40,9 @@ class Explanation:
     attributions : the method's raw signed attributions: a tensor or a dict of named tensors
         (e.g. one entry per wavelet sub-band).
     targets : (B,) the explained class of each input.  inputs : optional copy of the inputs.
+    level_names : names of the levels of ``scales`` / ``scale_maps`` (see ``wavelets.WaveletCoeffs.level_names``).
+    class_names : names of all the model's classes (``class_names[targets[i]]`` names item i's target).
+    sample_rate : samples per second of audio inputs (plots then use seconds and Hz).
     """
 
     where: torch.Tensor
@@ -49,6 +60,8 @@ class Explanation:
     model_id: str = ""
     elapsed: float = 0.0
     level_names: list[str] | None = None
+    class_names: list[str] | None = None
+    sample_rate: float | None = None
 
     def __len__(self) -> int:
         return int(self.where.shape[0])
@@ -56,6 +69,57 @@ class Explanation:
     @property
     def device(self) -> torch.device:
         return self.where.device
+
+    @property
+    def target_names(self) -> list[str]:
+        """Name of each item's target: its class name, or ``"class 3"`` when the class is unnamed.
+
+        Empty when the explanation records no targets.
+        """
+        if self.targets is None:
+            return []
+        return [self.class_name(int(t)) for t in self.targets.detach().cpu().reshape(-1).tolist()]
+
+    def class_name(self, index: int) -> str:
+        """Name of class ``index`` (``"class <index>"`` without ``class_names`` or out of their range)."""
+        if self.class_names is not None and 0 <= index < len(self.class_names):
+            return str(self.class_names[index])
+        return f"class {index}"
+
+    def key_params(self, limit: int = 4) -> str:
+        """The few parameters that identify the variant of the method, e.g. ``"variant=integrated, wavelet=haar"``."""
+        items = [f"{k}={_short(self.params[k], 24)}" for k in KEY_PARAMS if self.params.get(k) is not None]
+        return ", ".join(items[:limit])
+
+    def __repr__(self) -> str:
+        """A short summary whatever the batch size (tensors are described by shape, not printed)."""
+        spatial = tuple(self.where.shape[1:])
+        present = []
+        for name in _TENSOR_FIELDS:
+            value = getattr(self, name)
+            if value is not None and name not in ("where", "targets"):
+                present.append(f"{name}{tuple(value.shape)}")
+        raw = self.raw_attributions()
+        if raw:
+            present.append("attributions" + (f"{tuple(raw['input'].shape)}" if list(raw) == ["input"]
+                                             else f"[{len(raw)} bands]"))
+        parts = [f"method={_short(self.method, 24)!r}"]
+        params = self.key_params()
+        if params:
+            parts.append(params)
+        if self.model_id:
+            parts.append(f"model={_short(self.model_id, 32)!r}")
+        parts.append(f"B={len(self)}, spatial={spatial}")
+        if present:
+            parts.append("fields: " + ", ".join(present))
+        names = self.target_names
+        if names:
+            shown = ", ".join(_short(n, 20) for n in names[:3])
+            parts.append(f"targets=[{shown}{', ...' if len(names) > 3 else ''}]")
+        if self.sample_rate is not None:
+            parts.append(f"sample_rate={self.sample_rate:g} Hz")
+        parts.append(f"elapsed={self.elapsed:.3g} s")
+        return "Explanation(" + "; ".join(parts) + ")"
 
     def to(self, device) -> "Explanation":
         """A copy with every tensor moved to ``device``."""
@@ -93,6 +157,10 @@ class Explanation:
             h5.attrs["params"] = json.dumps(self.params, default=_json_default, sort_keys=True)
             if self.level_names is not None:
                 h5.attrs["level_names"] = json.dumps(self.level_names)
+            if self.class_names is not None:
+                h5.attrs["class_names"] = json.dumps([str(c) for c in self.class_names])
+            if self.sample_rate is not None:
+                h5.attrs["sample_rate"] = float(self.sample_rate)
             for name in _TENSOR_FIELDS:
                 value = getattr(self, name)
                 if value is not None:
@@ -107,28 +175,75 @@ class Explanation:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Explanation":
-        """Read an Explanation written by :meth:`save` (tensors on the CPU)."""
-        with h5py.File(path, "r") as h5:
+        """Read an Explanation written by :meth:`save` (tensors on the CPU).
+
+        Files of every earlier format version load; fields they lack are None.
+
+        Raises
+        ------
+        ExplanationFileMissingError : (an :class:`InputError` and a ``FileNotFoundError``) no file at ``path``.
+        InputError : the file is not HDF5, is truncated or damaged, or was not written by :meth:`save`.
+        """
+        shown = os.fspath(path)
+        if not os.path.exists(path):
+            raise ExplanationFileMissingError(
+                f"no such file: {shown!r}; check the path (Explanation.save(path) writes the file)")
+        if os.path.isdir(path):
+            raise InputError(f"{shown!r} is a directory, not an Explanation file; give the .h5 file written by"
+                             f" Explanation.save")
+        if not os.access(path, os.R_OK):
+            raise InputError(f"cannot read {shown!r}: permission denied; make the file readable (chmod u+r)")
+        try:
+            h5 = h5py.File(path, "r")
+        except OSError as err:
+            if not h5py.is_hdf5(path):
+                raise InputError(f"{shown!r} is not an HDF5 file, so not an Explanation written by"
+                                 f" Explanation.save; give the .h5 file it wrote") from None
+            raise InputError(f"cannot read {shown!r}: the HDF5 file is truncated or damaged ({err});"
+                             f" save the explanation again") from None
+        with h5:
             if h5.attrs.get("format") != "unified_xai.Explanation":
-                raise ValueError(f"{path} is not a unified_xai Explanation file")
-            values: dict[str, Any] = {n: torch.from_numpy(np.asarray(h5[n])) for n in _TENSOR_FIELDS if n in h5}
-            attributions = None
-            if "attributions" in h5:
-                group = h5["attributions"]
-                order = json.loads(group.attrs["order"])
-                items = {k: torch.from_numpy(np.asarray(group[k])) for k in order}
-                attributions = items["input"] if group.attrs["kind"] == "tensor" else items
-            level_names = json.loads(h5.attrs["level_names"]) if "level_names" in h5.attrs else None
-            return cls(
-                method=str(h5.attrs["method"]),
-                model_id=str(h5.attrs["model_id"]),
-                elapsed=float(h5.attrs["elapsed"]),
-                seed=int(h5.attrs["seed"]) if bool(h5.attrs["has_seed"]) else None,
-                params=json.loads(h5.attrs["params"]),
-                attributions=attributions,
-                level_names=level_names,
-                **values,
-            )
+                raise InputError(f"{shown!r} is an HDF5 file but not a unified_xai Explanation file (no"
+                                 f" 'format' attribute 'unified_xai.Explanation'); give a file written by"
+                                 f" Explanation.save")
+            version = int(h5.attrs.get("format_version", 1))
+            if version > FORMAT_VERSION:
+                raise InputError(f"{shown!r} uses Explanation format version {version}, newer than this"
+                                 f" unified_xai reads ({FORMAT_VERSION}); upgrade unified_xai to load it")
+            try:
+                return cls._read(h5)
+            except (OSError, KeyError, ValueError, TypeError) as err:
+                raise InputError(f"cannot read {shown!r}: the Explanation file is truncated or damaged"
+                                 f" ({type(err).__name__}: {err}); save the explanation again") from None
+
+    @classmethod
+    def _read(cls, h5: h5py.File) -> "Explanation":
+        values: dict[str, Any] = {n: torch.from_numpy(np.asarray(h5[n])) for n in _TENSOR_FIELDS if n in h5}
+        if "where" not in values:
+            raise KeyError("the 'where' dataset is missing")
+        attributions = None
+        if "attributions" in h5:
+            group = h5["attributions"]
+            order = json.loads(group.attrs["order"])
+            items = {k: torch.from_numpy(np.asarray(group[k])) for k in order}
+            attributions = items["input"] if group.attrs["kind"] == "tensor" else items
+        attrs = h5.attrs
+
+        def optional_json(name):
+            return json.loads(attrs[name]) if name in attrs else None
+
+        return cls(
+            method=str(attrs["method"]),
+            model_id=str(attrs["model_id"]),
+            elapsed=float(attrs["elapsed"]),
+            seed=int(attrs["seed"]) if bool(attrs["has_seed"]) else None,
+            params=json.loads(attrs["params"]),
+            attributions=attributions,
+            level_names=optional_json("level_names"),
+            class_names=optional_json("class_names"),
+            sample_rate=float(attrs["sample_rate"]) if "sample_rate" in attrs else None,
+            **values,
+        )
 
     # ---------------------------------------------------------------- display
     def plot(self, index: int = 0, inputs: torch.Tensor | None = None):
@@ -136,6 +251,12 @@ class Explanation:
         from ..plotting import plot_explanation
 
         return plot_explanation(self, index=index, inputs=inputs)
+
+
+def _short(value: Any, width: int) -> str:
+    """``str(value)`` cut to ``width`` characters (with an ellipsis when cut)."""
+    text = str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _json_default(value):
