@@ -15,7 +15,6 @@ from conftest import TinyNet, random_inputs, tiny_adapter
 def test_modality_and_device(adapter_nd):
     assert adapter_nd.modality in {"signal", "image", "volume"}
     assert adapter_nd.device.type == "cpu"
-    assert not adapter_nd.model.training
     auto = ux.ModelAdapter(TinyNet(2), (3, 8, 8), device="auto")
     assert auto.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -76,7 +75,7 @@ def test_single_sample_and_free_sizes():
 
 def test_bad_targets(adapter2d):
     x = random_inputs(adapter2d, batch=2)
-    with pytest.raises(ux.InputError, match="class indices in \\[0, 4\\)"):
+    with pytest.raises(ux.InputError, match="class indices are in \\[0, 4\\)"):
         adapter2d.check_targets([0, 9], x)
     with pytest.raises(ux.InputError, match="one per input"):
         adapter2d.check_targets([0, 1, 2], x)
@@ -168,7 +167,7 @@ def test_split_refuses_cut_inside_a_skip_connection():
 
 
 class Untraceable(nn.Module):
-    """Data-dependent control flow: torch.fx cannot trace it, so split falls back to hooks."""
+    """Data-dependent control flow: torch.fx cannot trace it."""
 
     def __init__(self):
         super().__init__()
@@ -180,15 +179,25 @@ class Untraceable(nn.Module):
         return self.body(x)
 
 
-def test_split_hook_fallback_matches_model():
+def test_split_of_untraceable_model_is_refused_with_remedy():
     torch.manual_seed(0)
-    adapter = ux.ModelAdapter(Untraceable(), (3, 8, 8), device="cpu")
-    x = torch.randn(3, 3, 8, 8)
-    split = adapter.split("body.features")
-    assert split.method == "hooks"
-    with torch.no_grad():
-        torch.testing.assert_close(split.h(split.g(x)), adapter.predict(x))
+    adapter = ux.ModelAdapter(Untraceable().eval(), (3, 8, 8), device="cpu")
+    with pytest.raises(ux.SplitError, match="cannot trace") as info:
+        adapter.split("body.features")
+    assert "ux.Split(" in str(info.value)
     assert hooks.count_hooks(adapter.model) == 0
+
+
+def test_user_split_unpacks():
+    adapter = tiny_adapter(2)
+    g, h = adapter.split("features")
+    x = random_inputs(adapter)
+    with torch.no_grad():
+        torch.testing.assert_close(h(g(x)), adapter.predict(x))
+    manual = ux.Split("features", g=adapter.model.features, h=lambda a: adapter.model.head(adapter.model.pool(a).flatten(1)))
+    assert manual.method == "user"
+    with torch.no_grad():
+        torch.testing.assert_close(manual.h(manual.g(x)), adapter.predict(x))
 
 
 def test_layer_shapes(adapter2d):

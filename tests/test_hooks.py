@@ -29,22 +29,17 @@ torch.fx.wrap("fail_if_asked")
 
 
 class Faulty(nn.Module):
-    """TinyNet whose forward raises between the features and the head while FAIL["on"]."""
+    """TinyNet whose forward raises between the features and the head while FAIL["on"];
+    ``unused`` is a layer the forward never calls."""
 
     def __init__(self):
         super().__init__()
         self.net = TinyNet(2)
+        self.unused = nn.Linear(2, 2)
 
     def forward(self, x):
         feats = self.net.pool(self.net.features(x)).flatten(1)
         return self.net.head(fail_if_asked(feats))
-
-
-class FaultyUntraceable(Faulty):
-    def forward(self, x):
-        if x.sum() > 1e9:  # data-dependent branch: forces the hook-based split
-            x = x * 0
-        return super().forward(x)
 
 
 def _split_call(layer):
@@ -77,27 +72,30 @@ def register_hook_entry_point(name, fn):
     HOOK_ENTRY_POINTS[name] = fn
 
 
-SITUATIONS = ["normal", "bad_layer", "forward_raises"]
+SITUATIONS = ["normal", "unused_layer", "forward_raises", "train_mode"]
 
 
 @pytest.mark.parametrize("situation", SITUATIONS)
-@pytest.mark.parametrize("model_cls", [Faulty, FaultyUntraceable], ids=["traceable", "untraceable"])
 @pytest.mark.parametrize("entry", sorted(HOOK_ENTRY_POINTS))
-def test_no_hook_survives(entry, model_cls, situation):
+def test_no_hook_survives_and_model_is_restored(entry, situation):
+    """Hooks are registered, then the call succeeds or fails after them; nothing of ours stays."""
     torch.manual_seed(0)
-    model = model_cls()
+    model = Faulty().eval()
+    model.net.features[0].weight.requires_grad_(False)  # a user's frozen layer stays frozen
+    if situation == "train_mode":
+        model.train()
+    modes = [m.training for m in model.modules()]
+    flags = [p.requires_grad for p in model.parameters()]
     adapter = ux.ModelAdapter(model, (3, 8, 8), device="cpu", progress=False)
     x = torch.randn(2, 3, 8, 8)
     call = HOOK_ENTRY_POINTS[entry]
-    if situation == "normal":
+    if situation in ("normal", "train_mode"):
         call(adapter, x)
-    elif situation == "bad_layer":
-        if entry == "layer_shapes":
-            with pytest.raises(ux.InputError):
-                call(adapter, x[:, :1])
-        else:
-            with pytest.raises(ux.LayerError):
-                call(adapter, x, layer="net.nope")
+    elif situation == "unused_layer":
+        if entry in ("split_fx", "layer_shapes"):
+            pytest.skip("takes no layer that the forward could skip")
+        with pytest.raises(ux.UXAIError, match="not called"):
+            call(adapter, x, layer="unused")
     else:
         FAIL["on"] = True
         try:
@@ -107,19 +105,54 @@ def test_no_hook_survives(entry, model_cls, situation):
         finally:
             FAIL["on"] = False
     assert hooks.count_hooks(model) == 0
+    assert [m.training for m in model.modules()] == modes
+    assert [p.requires_grad for p in model.parameters()] == flags
 
 
-def test_hook_split_with_forward_failure_in_h_leaves_no_hook():
+class SwallowsExceptions(nn.Module):
+    """A model whose forward catches every Exception (as some wrappers do)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = TinyNet(2)
+        self.calls = 0
+
+    def forward(self, x):
+        try:
+            feats = self.net.features(x)
+        except Exception:
+            feats = torch.zeros(x.shape[0], 8, 4, 4)
+        self.calls += 1
+        return self.net.head(self.net.pool(feats).flatten(1))
+
+
+def test_stop_forward_cannot_be_swallowed_by_the_model():
     torch.manual_seed(0)
-    model = FaultyUntraceable()
-    adapter = ux.ModelAdapter(model, (3, 8, 8), device="cpu")
-    split = adapter.split("net.features")
-    assert split.method == "hooks"
-    acts = split.g(torch.randn(2, 3, 8, 8))
-    FAIL["on"] = True
-    try:
-        with pytest.raises(RuntimeError):
-            split.h(acts)
-    finally:
-        FAIL["on"] = False
-    assert hooks.count_hooks(model) == 0
+    model = SwallowsExceptions().eval()
+    adapter = ux.ModelAdapter(model, (3, 8, 8), device="cpu", progress=False)
+    x = torch.randn(2, 3, 8, 8)
+    acts = adapter.capture(x, "net.features.1")
+    assert model.calls == 0, "the capture's early stop was swallowed: the forward went on"
+    torch.testing.assert_close(acts, model.net.features[:2](x))
+
+
+class CalledTwice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = nn.Conv2d(3, 3, 3, padding=1)
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.head(self.block(self.block(x)).mean((2, 3)))
+
+
+def test_capture_of_a_module_called_twice_is_its_first_call_with_and_without_grad():
+    torch.manual_seed(0)
+    model = CalledTwice().eval()
+    adapter = ux.ModelAdapter(model, (3, 8, 8), device="cpu", progress=False)
+    x = torch.randn(2, 3, 8, 8)
+    first = model.block(x).detach()
+    torch.testing.assert_close(adapter.capture(x, "block"), first)
+    torch.testing.assert_close(adapter.capture(x, "block", with_grad=True).detach(), first)
+    with pytest.raises(ux.SplitError, match="called 2 times"):
+        adapter.split("block")

@@ -7,12 +7,13 @@
 """
 from . import data, sampling, wavelets
 from .core import (
-    CheckpointError, Explanation, InputError, LayerError, ModelAdapter, Param, ParameterError, UnknownNameError, UXAIError,
-    create, list_explainers, register_explainer,
+    CheckpointError, Explanation, InputError, LayerError, ModelAdapter, Param, ParameterError, RegistrationError, Split,
+    SplitError, UnknownNameError, UXAIError, create, list_explainers, register_explainer,
 )
+from . import explainers  # noqa: E402  (registers the built-in explainers)
 
 __version__ = "0.1.0"
 __all__ = [
-    "CheckpointError", "Explanation", "InputError", "LayerError", "ModelAdapter", "Param", "ParameterError", "UXAIError",
-    "UnknownNameError", "create", "data", "list_explainers", "register_explainer", "sampling", "wavelets",
+    "CheckpointError", "Explanation", "InputError", "LayerError", "ModelAdapter", "Param", "ParameterError",
+    "RegistrationError", "Split", "SplitError", "UXAIError", "UnknownNameError", "explainers", "create", "data", "list_explainers", "register_explainer", "sampling", "wavelets",
 ]

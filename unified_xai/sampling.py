@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 SOBOL_MAX_DIM = 21201  # direction numbers shipped with scipy (and torch's SobolEngine): 2d must fit
-_ABS_VAR_FLOOR = 1e-12  # Xplique's clamp: below this the output is treated as constant
+_ABS_VAR_FLOOR = 1e-12  # estimators' default denominator floor when called directly (Xplique's clamp)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -590,9 +590,10 @@ def _estimate(y: torch.Tensor, d: int, n: int, est: Estimator, eps: float, resul
     """:func:`estimate` on validated float64 outputs."""
     variance = _pooled_var(y[:n], y[n:2 * n])
     mean = y.mean()
-    # "Constant": std below ~4 rounding units of the mean (noise of the dtype f computed in), or below
-    # the absolute floor 1e-6; indices would only be ratios of rounding noise.
-    tol = (4 * eps * float(mean)) ** 2 + _ABS_VAR_FLOOR
+    # "Constant": std below ~4 rounding units of the outputs' magnitude in the dtype f computed in, a
+    # relative test only (the engine serves any function, whatever its scale); indices would
+    # otherwise be ratios of rounding noise.
+    tol = (4 * eps * float(y.abs().max())) ** 2
     common = dict(variance=float(variance), n_evaluations=y.shape[0], n_designs=n, estimator=est.name or
                   type(est).__name__, sampler=sampler)
     if not float(variance) > tol:
@@ -606,7 +607,7 @@ def _estimate(y: torch.Tensor, d: int, n: int, est: Estimator, eps: float, resul
     # Centre by the grand mean of all N(d+2) outputs (every block has the marginal law of Y); SALib does
     # the same (it also divides by the std, which no estimator here depends on).
     y = y - mean
-    total, first = est(y[:n], y[n:2 * n], y[2 * n:].reshape(d, n), tiny=tol)
+    total, first = est(y[:n], y[n:2 * n], y[2 * n:].reshape(d, n), tiny=max(tol, float(variance) * 1e-12))
     return SobolResult(total=total.to(result_dtype), first=None if first is None else first.to(result_dtype),
                        **common)
 
@@ -633,7 +634,8 @@ def _as_output(out, n: int, device: torch.device, x: torch.Tensor) -> tuple[torc
 def sobol_indices(f: Callable[[torch.Tensor], torch.Tensor | np.ndarray], d: int, n_designs: int = 64,
                   sampler: str | Sampler = "sobol", estimator: str | Estimator = "jansen", seed: int | None = 0,
                   batch_size: int | None = None, progress: bool | None = False,
-                  device: str | torch.device | None = None, dtype: torch.dtype = torch.float32) -> SobolResult:
+                  device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
+                  array: str = "auto") -> SobolResult:
     """Sobol sensitivity indices of any batched function of ``d`` inputs uniform on ``[0, 1]``.
 
     Parameters
@@ -650,6 +652,9 @@ def sobol_indices(f: Callable[[torch.Tensor], torch.Tensor | np.ndarray], d: int
     progress : progress bar (``None`` = only on a terminal).
     device : where the design lives and ``f`` is evaluated (``None`` = CPU, ``"auto"`` = CUDA if present).
     dtype : floating dtype of the inputs given to ``f`` and of the returned indices.
+    array : what ``f`` receives: ``"torch"`` tensors, ``"numpy"`` arrays (on the CPU), or ``"auto"``:
+        a tensor, unless ``f`` raises a ``TypeError`` on it and accepts the same rows as an array
+        (e.g. ``np.sum(x, axis=1)``), then arrays for every chunk.
 
     Returns
     -------
@@ -676,12 +681,23 @@ def sobol_indices(f: Callable[[torch.Tensor], torch.Tensor | np.ndarray], d: int
         batch_size = n_rows
     elif isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ParameterError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    if array not in ("auto", "torch", "numpy"):
+        raise ParameterError(f"array must be 'auto', 'torch' or 'numpy', got {array!r}")
     outputs = torch.empty(n_rows, dtype=torch.float64, device=dev)
     out_eps = 0.0
     with torch.no_grad(), progress_bar(n_rows, "Sobol indices", progress_enabled(progress)) as advance:
         for part in chunks(n_rows, int(batch_size)):
             x = design.rows(part.start, part.stop)
-            out, eps = _as_output(f(x), x.shape[0], dev, x)
+            if array == "auto":
+                try:
+                    raw = f(x)
+                    array = "torch"
+                except TypeError:
+                    raw = f(x.cpu().numpy())  # a numpy function; if it fails too, its own error is the clearer
+                    array = "numpy"
+            else:
+                raw = f(x if array == "torch" else x.cpu().numpy())
+            out, eps = _as_output(raw, x.shape[0], dev, x)
             bad = torch.nonzero(~torch.isfinite(out)).squeeze(1)
             if bad.numel():
                 raise _nonfinite_error(bad + part.start, n_rows, n_designs, x[bad[0]])

@@ -5,6 +5,8 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator
 
+from .errors import ParameterError
+
 
 def progress_enabled(progress: bool | None) -> bool:
     """``None`` means: show a bar only when stderr is a terminal."""
@@ -32,7 +34,7 @@ def progress_bar(total: int, description: str, enabled: bool):
 def chunks(total: int, batch_size: int) -> Iterator[slice]:
     """Slices ``[0, total)`` into consecutive chunks of at most ``batch_size`` items."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        raise ParameterError(f"batch_size must be a positive integer, got {batch_size}")
     for start in range(0, total, batch_size):
         yield slice(start, min(start + batch_size, total))
 

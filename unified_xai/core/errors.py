@@ -28,6 +28,10 @@ class CheckpointError(UXAIError, ValueError):
     """A checkpoint cannot be read or does not match the architecture it is loaded into."""
 
 
+class RegistrationError(UXAIError, ValueError):
+    """An explainer cannot be registered (e.g. its name is taken)."""
+
+
 class UnknownNameError(UXAIError, KeyError):
     """An explainer, built-in model or dataset name is not registered."""
 

@@ -60,15 +60,19 @@ def forward_hooks(modules: Iterable[nn.Module], hook: Callable):
             handle.remove()
 
 
-class _StopForward(Exception):
-    """Raised by a hook to stop a forward pass once the wanted activations are captured."""
+class _StopForward(BaseException):
+    """Raised by a hook to stop a forward pass once the wanted activations are captured.
+
+    A ``BaseException``, so a model's own ``except Exception`` cannot swallow it.
+    """
 
 
 def capture_activations(model: nn.Module, run: Callable[[], object], names: Sequence[str],
                         stop_early: bool = False) -> dict[str, torch.Tensor]:
     """Activations of several layers, captured in ONE forward pass (``run()`` does the forward).
 
-    With ``stop_early`` the forward is abandoned once every requested layer has fired.
+    A module called several times in one forward gives the output of its FIRST call, with or
+    without ``stop_early`` (which abandons the forward once every requested layer has fired).
     """
     modules = {name: get_layer(model, name) for name in names}
     by_module: dict[int, list[str]] = {}
@@ -78,7 +82,7 @@ def capture_activations(model: nn.Module, run: Callable[[], object], names: Sequ
 
     def hook(module, inputs, output):
         for name in by_module[id(module)]:
-            captured[name] = _first_tensor(output)
+            captured.setdefault(name, _first_tensor(output))
         if stop_early and len(captured) == len(modules):
             raise _StopForward
 
@@ -90,19 +94,9 @@ def capture_activations(model: nn.Module, run: Callable[[], object], names: Sequ
             pass
     missing = [n for n in names if n not in captured]
     if missing:
-        raise UXAIError(f"layers {missing} were not called during the forward pass")
+        raise UXAIError(f"layers {missing} were not called during the forward pass; pick layers the model"
+                        f" runs (`uxai info MODEL` lists the layers with their output shapes)")
     return captured
-
-
-@contextmanager
-def replace_output(module: nn.Module, value: torch.Tensor):
-    """Within the block, ``module`` returns ``value`` instead of its own output."""
-
-    def hook(mod, inputs, output):
-        return value
-
-    with forward_hooks([module], hook):
-        yield
 
 
 def count_hooks(model: nn.Module) -> int:
@@ -164,22 +158,36 @@ def _timm_tracing_hints() -> tuple[tuple, tuple]:
     return tuple(fx_hints.get_notrace_functions()), tuple(fx_hints.get_notrace_modules())
 
 
-class FxSplitError(UXAIError):
-    """The model cannot be cut at this layer with torch.fx."""
+class SplitError(UXAIError):
+    """The model cannot be cut exactly at this layer."""
+
+
+_SPLIT_REMEDY = ("split at another layer (`uxai info MODEL` lists them), or give the two halves yourself:"
+                 " ux.Split(layer, g=input_to_activations, h=activations_to_logits)")
 
 
 def fx_split(model: nn.Module, layer: str) -> tuple[torch.fx.GraphModule, torch.fx.GraphModule]:
-    """``g`` and ``h`` as fx GraphModules sharing ``model``'s sub-modules and parameters."""
+    """``g`` and ``h`` as fx GraphModules sharing ``model``'s sub-modules and parameters.
+
+    ``h`` is a pure function of the activations: every split that cannot guarantee it (an
+    untraceable model, a layer called twice, a skip connection across the cut) is refused.
+    """
     target = get_layer(model, layer)
     tracer = _SplitTracer(target)
     try:
         graph = tracer.trace(model)
     except Exception as exc:
-        raise FxSplitError(f"torch.fx cannot trace {type(model).__name__}: {exc}") from exc
+        raise SplitError(
+            f"cannot split {type(model).__name__} at {layer!r}: torch.fx cannot trace its forward"
+            f" ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Make the forward traceable (no Python"
+            f" branching on tensor values, no unpacking of tensor shapes) or {_SPLIT_REMEDY}") from exc
     nodes = list(graph.nodes)
     layer_nodes = [n for n in nodes if n.op == "call_module" and tracer.root.get_submodule(n.target) is target]
     if len(layer_nodes) != 1:
-        raise FxSplitError(f"layer {layer!r} is called {len(layer_nodes)} times in the traced graph (need exactly 1)")
+        why = ("is never called as a module (it sits inside a block torch.fx treats as one leaf, or the forward"
+               " uses its parameters directly)") if not layer_nodes else f"is called {len(layer_nodes)} times"
+        raise SplitError(f"cannot split at {layer!r}: the layer {why}, so no single cut gives its activations;"
+                         f" {_SPLIT_REMEDY}")
     cut = layer_nodes[0]
     cut_index = nodes.index(cut)
     placeholders = [n for n in nodes if n.op == "placeholder"]
@@ -206,10 +214,10 @@ def fx_split(model: nn.Module, layer: str) -> tuple[torch.fx.GraphModule, torch.
     for node in nodes[cut_index + 1:]:
         crossing = [a for a in node.all_input_nodes if a not in env]
         if crossing:
-            raise FxSplitError(
+            raise SplitError(
                 f"cannot split at {layer!r}: a later operation ({node.name}) also uses {crossing[0].name}, computed"
-                f" before the layer (a skip connection crosses the split); split at an enclosing block instead"
-            )
+                f" before the layer (a skip connection crosses the split), so h would not be a function of the"
+                f" activations alone; split at an enclosing block instead, or {_SPLIT_REMEDY}")
         env[node] = h_graph.node_copy(node, lambda n: env[n])
     g_module = torch.fx.GraphModule(tracer.root, g_graph, class_name="SplitG")
     h_module = torch.fx.GraphModule(tracer.root, h_graph, class_name="SplitH")

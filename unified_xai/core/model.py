@@ -1,6 +1,8 @@
 """ModelAdapter: one wrapper around any classifier, shared by every explainer."""
 from __future__ import annotations
 
+import warnings
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -14,13 +16,23 @@ from .batching import chunks, progress_bar, progress_enabled
 from .errors import InputError, ParameterError, UXAIError
 
 MODALITIES = {1: "signal", 2: "image", 3: "volume"}
+_WARNED_TRAIN_MODE: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` is CUDA when present, else the CPU."""
+    """``"auto"`` is CUDA when present, else the CPU; asking for CUDA without a GPU is an error."""
     if device == "auto" or device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ParameterError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ParameterError(f"device {device!r} was asked for but this machine has no CUDA GPU visible to torch;"
+                             f" use device='auto' or 'cpu'")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ParameterError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+    return resolved
 
 
 class _Preprocessed(nn.Module):
@@ -41,15 +53,19 @@ class _Preprocessed(nn.Module):
 class Split:
     """``g`` (input -> activations) and ``h`` (activations -> logits) with ``h(g(x)) == logits``.
 
-    ``method`` is ``"fx"`` when ``h`` runs only the layers after the split, or ``"hooks"``
-    (fallback for models torch.fx cannot trace): then ``h`` re-runs the model on the last input
-    given to ``g`` with the layer's output replaced, so the prefix is recomputed.
+    ``h`` is a pure function of the activations (it runs only the layers after the split), so it
+    can be fed activations that never went through ``g`` (e.g. rebuilt from concepts).
+    ``method`` is ``"fx"`` for a torch.fx cut made by :meth:`ModelAdapter.split`, ``"user"`` when
+    built by hand: ``ux.Split(layer, g=..., h=...)``. Unpacks as ``g, h = adapter.split(layer)``.
     """
 
     layer: str
     g: Callable[[torch.Tensor], torch.Tensor]
     h: Callable[[torch.Tensor], torch.Tensor]
-    method: str
+    method: str = "user"
+
+    def __iter__(self):
+        return iter((self.g, self.h))
 
 
 class ModelAdapter:
@@ -87,12 +103,29 @@ class ModelAdapter:
             raise ParameterError(f"batch_size must be a positive integer or 'auto', got {batch_size!r}")
         if sample_rate is not None and not (isinstance(sample_rate, (int, float)) and sample_rate > 0):
             raise ParameterError(f"sample_rate must be a positive number of samples per second, got {sample_rate!r}")
-        self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ParameterError(f"dtype must be a floating torch dtype such as torch.float32, got {dtype!r}")
+        params = [p for p in model.parameters() if p.is_floating_point()]
+        if device in ("auto", None) and params and params[0].device.type == "cuda":
+            self.device = params[0].device  # already on a GPU: keep it there
+        else:
+            self.device = resolve_device(device)
+        if params and params[0].dtype != dtype:
+            raise ParameterError(
+                f"the model's parameters are {params[0].dtype} but the adapter's dtype is {dtype}; pass"
+                f" dtype={params[0].dtype} or convert the model first (e.g. model.to({dtype}))")
+        if model.training and model not in _WARNED_TRAIN_MODE:
+            _WARNED_TRAIN_MODE.add(model)
+            warnings.warn(
+                f"{type(model).__name__} is in train mode; explanations run it in eval mode (Dropout off,"
+                f" BatchNorm statistics frozen) and restore train mode after each call", UserWarning, stacklevel=2)
+        self.model = model.to(self.device)
         if isinstance(preprocess, nn.Module):
-            preprocess = preprocess.to(self.device).eval()
+            preprocess = preprocess.to(self.device)
         self.preprocess = preprocess
-        self.network = _Preprocessed(self.model, preprocess).eval()
+        self.network = _Preprocessed(self.model, preprocess)
+        self._eval_depth = 0
+        self._splits: dict[str, Split] = {}
         self.input_shape = input_shape
         self.class_names = list(class_names) if class_names is not None else None
         self.batch_size = batch_size
@@ -135,16 +168,18 @@ class ModelAdapter:
         """Validate ``x`` against ``input_shape`` and return it as a float batch on the model's device.
 
         A single sample ``(C, *spatial)`` gets a batch dimension. Raises :class:`InputError` on a
-        wrong shape or dtype, or on NaN/inf values.
+        wrong type, shape or dtype, an empty batch, or NaN/inf values.
         """
         if isinstance(x, np.ndarray):
+            if x.dtype.byteorder not in ("=", "|", "<" if np.little_endian else ">"):
+                x = x.astype(x.dtype.newbyteorder("="))
             x = torch.from_numpy(x)
         if not isinstance(x, torch.Tensor):
             raise InputError(f"inputs must be a torch.Tensor or numpy array, got {type(x).__name__}")
         if not torch.is_floating_point(x):
             raise InputError(
-                f"inputs must be floating point, got dtype {x.dtype}; convert with x.float()"
-                f" (and scale to the range the model expects, e.g. /255 for uint8 images)"
+                f"inputs must be floating point, got dtype {str(x.dtype).replace('torch.', '')}; convert and scale"
+                f" them to the range the model expects, e.g. x.float() / 255 for 8-bit images"
             )
         expected = len(self.input_shape)
         if x.ndim == expected:
@@ -154,6 +189,8 @@ class ModelAdapter:
                 f"inputs must have shape (B, {', '.join(_dim(s) for s in self.input_shape)}) for this"
                 f" {self.modality} model, got {tuple(x.shape)}"
             )
+        if x.shape[0] == 0:
+            raise InputError("the batch is empty (0 inputs); give at least one input")
         for axis, (got, want) in enumerate(zip(x.shape[1:], self.input_shape)):
             if want is not None and got != want:
                 raise InputError(
@@ -163,21 +200,53 @@ class ModelAdapter:
         if not torch.isfinite(x).all():
             bad = (~torch.isfinite(x)).sum().item()
             raise InputError(f"inputs contain {bad} NaN or infinite values; clean them before explaining")
+        self.check_model()
         return x.to(device=self.device, dtype=self.dtype)
 
+    def check_model(self) -> None:
+        """The model must still be on the adapter's device and dtype (a user may move it later)."""
+        param = next((p for p in self.model.parameters() if p.is_floating_point()), None)
+        if param is not None and (param.device != self.device or param.dtype != self.dtype):
+            raise InputError(
+                f"the model is now on {param.device} as {param.dtype}, but this adapter was built for {self.device}"
+                f" as {self.dtype}; move it back (model.to({str(self.device)!r}, {self.dtype})) or build a new"
+                f" ModelAdapter")
+
     def check_targets(self, targets, x: torch.Tensor) -> torch.Tensor:
-        """Targets as a long tensor (B,) on the device; ``None`` means the predicted classes."""
+        """Targets as a long tensor (B,) on the device; ``None`` means the predicted classes.
+
+        Targets are class indices or class names (matched case-insensitively to ``class_names``).
+        """
         if targets is None:
             return self.predict(x).argmax(dim=1)
-        targets = torch.as_tensor(targets, device=self.device).long().reshape(-1)
-        if targets.numel() == 1 and x.shape[0] > 1:
-            targets = targets.expand(x.shape[0]).clone()
-        if targets.numel() != x.shape[0]:
-            raise InputError(f"got {targets.numel()} targets for {x.shape[0]} inputs; give one per input")
         n_classes = self.num_classes(x)
-        if (targets < 0).any() or (targets >= n_classes).any():
-            raise InputError(f"targets must be class indices in [0, {n_classes}), got {targets.tolist()}")
-        return targets
+        values = targets.tolist() if isinstance(targets, (torch.Tensor, np.ndarray)) else targets
+        if isinstance(values, (str, int, float, np.generic)) or values is None:
+            values = [values]
+        indices = [self._class_index(v, n_classes) for v in list(values)]
+        if len(indices) == 1 and x.shape[0] > 1:
+            indices = indices * x.shape[0]
+        if len(indices) != x.shape[0]:
+            raise InputError(f"got {len(indices)} targets for {x.shape[0]} inputs; give one per input, or one for all")
+        return torch.tensor(indices, dtype=torch.long, device=self.device)
+
+    def _class_index(self, value, n_classes: int) -> int:
+        if isinstance(value, str):
+            if self.class_names is None:
+                raise InputError(f"target {value!r} is a class name but this model has no class names; give an index")
+            lowered = [c.lower() for c in self.class_names]
+            if value.lower() in lowered:
+                return lowered.index(value.lower())
+            from .errors import suggest
+
+            raise InputError(f"unknown class name {value!r}; closest: {suggest(value.lower(), self.class_names)}")
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise InputError(f"targets must be class indices or names, got {value!r} ({type(value).__name__})")
+        if float(value) != int(value):
+            raise InputError(f"target {value!r} is not a whole class index; give an int in [0, {n_classes})")
+        if not 0 <= int(value) < n_classes:
+            raise InputError(f"target {int(value)} is out of range: class indices are in [0, {n_classes})")
+        return int(value)
 
     def num_classes(self, x: torch.Tensor | None = None) -> int:
         if self.class_names is not None:
@@ -193,31 +262,28 @@ class ModelAdapter:
         return torch.zeros(batch, *shape, device=self.device, dtype=self.dtype)
 
     # ------------------------------------------------------------ evaluation
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of a batch (preprocessing applied), with autograd as the caller sets it."""
-        out = self.network(x)
-        if not isinstance(out, torch.Tensor) or out.ndim != 2:
-            raise UXAIError(
-                f"the model must return logits of shape (B, num_classes); got "
-                f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}"
-            )
-        return out
+    @contextmanager
+    def evaluating(self):
+        """The model in eval mode inside the block; every module's own mode restored after.
 
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor, batch_size: int | None = None, progress: bool | None = None) -> torch.Tensor:
-        """Logits ``(B, K)``, evaluated in chunks of ``batch_size`` without autograd."""
-        batch_size = batch_size or self.chunk_size(x, "nograd")
-        outputs = []
-        with progress_bar(x.shape[0], "predict", self.show_progress(progress) and x.shape[0] > batch_size) as advance:
-            for part in chunks(x.shape[0], batch_size):
-                outputs.append(self.forward(x[part]))
-                advance(part.stop - part.start)
-        return torch.cat(outputs)
-
-    @torch.no_grad()
-    def scores(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Target logits ``(B,)`` for one chunk, without autograd."""
-        return self.forward(x).gather(1, targets.view(-1, 1)).squeeze(1)
+        Re-entrant: explainers wrap a whole explanation, the entry points below wrap themselves.
+        """
+        if self._eval_depth:
+            self._eval_depth += 1
+            try:
+                yield
+            finally:
+                self._eval_depth -= 1
+            return
+        modes = [(m, m.training) for m in self.network.modules()]
+        self._eval_depth = 1
+        try:
+            self.network.eval()
+            yield
+        finally:
+            self._eval_depth = 0
+            for module, training in modes:
+                module.training = training
 
     @contextmanager
     def frozen(self):
@@ -231,9 +297,38 @@ class ModelAdapter:
             for p in params:
                 p.requires_grad_(True)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch (preprocessing applied), with autograd and mode as the caller sets them."""
+        out = self.network(x)
+        if not isinstance(out, torch.Tensor) or out.ndim != 2:
+            raise UXAIError(
+                f"the model must return logits of shape (B, num_classes); got "
+                f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}"
+            )
+        return out
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, batch_size: int | None = None, progress: bool | None = None) -> torch.Tensor:
+        """Logits ``(B, K)`` in eval mode, evaluated in chunks of ``batch_size`` without autograd."""
+        x = self.check_input(x)
+        batch_size = batch_size or self.chunk_size(x, "nograd")
+        outputs = []
+        with self.evaluating(), progress_bar(x.shape[0], "predict",
+                                             self.show_progress(progress) and x.shape[0] > batch_size) as advance:
+            for part in chunks(x.shape[0], batch_size):
+                outputs.append(self.forward(x[part]))
+                advance(part.stop - part.start)
+        return torch.cat(outputs)
+
+    @torch.no_grad()
+    def scores(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Target logits ``(B,)`` for one chunk, in eval mode, without autograd."""
+        with self.evaluating():
+            return self.forward(x).gather(1, targets.view(-1, 1)).squeeze(1)
+
     def target_gradient(self, leaves: torch.Tensor | Sequence[torch.Tensor], targets: torch.Tensor,
                         transform: Callable[..., torch.Tensor] | None = None):
-        """Target logits and their gradients w.r.t. ``leaves`` for one chunk.
+        """Target logits and their gradients w.r.t. ``leaves`` for one chunk, in eval mode.
 
         ``transform(*leaves)`` builds the model input (e.g. an inverse wavelet transform); without it
         the single leaf is the input. Samples are independent, so the gradient of the *sum* of target
@@ -244,11 +339,31 @@ class ModelAdapter:
         single = isinstance(leaves, torch.Tensor)
         leaves = [leaves] if single else list(leaves)
         leaves = [leaf.detach().requires_grad_(True) for leaf in leaves]
-        with self.frozen(), torch.enable_grad():
+        with self.evaluating(), self.frozen(), torch.enable_grad():
             x = transform(*leaves) if transform is not None else leaves[0]
             scores = self.forward(x).gather(1, targets.view(-1, 1)).squeeze(1)
             grads = torch.autograd.grad(scores.sum(), leaves)
         return scores.detach(), grads
+
+    def layer_gradient(self, x: torch.Tensor, targets: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Activations of ``layer`` (its first call) and the gradient of the target logits w.r.t. them."""
+        module = hooks.get_layer(self.model, layer)
+        captured: list[torch.Tensor] = []
+
+        def hook(mod, inputs, output):
+            if not captured:
+                captured.append(hooks._first_tensor(output))
+
+        with self.evaluating(), self.frozen(), torch.enable_grad(), hooks.forward_hooks([module], hook):
+            # the input requires grad so every layer after it does, even with the user's frozen weights
+            scores = self.forward(x.detach().requires_grad_(True)).gather(1, targets.view(-1, 1)).squeeze(1)
+            if not captured:
+                raise UXAIError(f"layer {layer!r} was not called during the forward pass; pick a layer the model runs")
+            if not captured[0].requires_grad:
+                raise UXAIError(f"the output of layer {layer!r} does not depend on the input through autograd"
+                                f" (e.g. an embedding lookup); pick a later layer")
+            (grad,) = torch.autograd.grad(scores.sum(), captured[0])
+        return captured[0].detach(), grad
 
     # ------------------------------------------------------------ layers
     def layer_names(self) -> list[str]:
@@ -261,8 +376,9 @@ class ModelAdapter:
 
     def capture(self, x: torch.Tensor, layers: str | Sequence[str], as_grid: bool = False,
                 with_grad: bool = False) -> dict[str, torch.Tensor] | torch.Tensor:
-        """Activations of one or several layers in ONE forward pass.
+        """Activations of one or several layers in ONE forward pass, in eval mode.
 
+        A layer called several times gives its FIRST call's output (with or without gradients).
         ``as_grid`` lays token activations ``(B, N, D)`` out as a spatial grid ``(B, D, h, w)``.
         Returns a tensor for one layer name, a dict for a list of names.
         """
@@ -270,56 +386,43 @@ class ModelAdapter:
         names = [layers] if single else list(layers)
         x = self.check_input(x)
         context = torch.enable_grad() if with_grad else torch.no_grad()
-        with context:
+        with self.evaluating(), context:
             acts = hooks.capture_activations(self.model, lambda: self.forward(x), names,
                                              stop_early=not with_grad)
         if as_grid:
-            acts = {k: self._as_grid(v) for k, v in acts.items()}
+            acts = {k: self.as_grid(v) for k, v in acts.items()}
         return acts[names[0]] if single else acts
 
-    def _as_grid(self, act: torch.Tensor) -> torch.Tensor:
-        if act.ndim != 3:
+    def as_grid(self, act: torch.Tensor) -> torch.Tensor:
+        """Token activations ``(B, N, D)`` as a grid ``(B, D, h, w)`` (class/register tokens dropped);
+        spatial activations are returned unchanged."""
+        if act.ndim != 3 or self.spatial_ndim != 2:
             return act
         return hooks.tokens_to_grid(act, hooks.prefix_token_count(self.model, act.shape[1]))
 
     def split(self, layer: str) -> Split:
-        """``g`` (input -> activations of ``layer``) and ``h`` (activations -> logits).
+        """``g`` (input -> activations of ``layer``) and ``h`` (activations -> logits), cut by torch.fx.
 
-        Uses torch.fx where the model traces, so ``h`` runs only the layers after the split;
-        otherwise falls back to hooks (see :class:`Split`). Both run on the adapter's device.
+        ``h`` runs only the layers after the split and is a pure function of the activations; a cut
+        that cannot guarantee it (untraceable forward, layer called twice, skip connection across the
+        cut) raises :class:`~unified_xai.core.hooks.SplitError` saying why. Both run in eval mode on
+        the adapter's device. Cached per layer.
         """
-        module = hooks.get_layer(self.model, layer)
-        preprocess = self.preprocess
-        try:
+        hooks.get_layer(self.model, layer)
+        if layer not in self._splits:
             g_graph, h_graph = hooks.fx_split(self.model, layer)
-        except hooks.FxSplitError as exc:
-            if "skip connection" in str(exc):
-                raise
-            return self._hook_split(layer, module)
+            preprocess = self.preprocess
 
-        def g(x: torch.Tensor) -> torch.Tensor:
-            return g_graph(preprocess(x) if preprocess is not None else x)
+            def g(x: torch.Tensor) -> torch.Tensor:
+                with self.evaluating():
+                    return g_graph(preprocess(x) if preprocess is not None else x)
 
-        return Split(layer, g, h_graph, "fx")
+            def h(acts: torch.Tensor) -> torch.Tensor:
+                with self.evaluating():
+                    return h_graph(acts)
 
-    def _hook_split(self, layer: str, module: nn.Module) -> Split:
-        last_input: dict[str, torch.Tensor] = {}
-
-        def g(x: torch.Tensor) -> torch.Tensor:
-            last_input["x"] = x.detach()
-            return hooks.capture_activations(self.model, lambda: self.forward(x), [layer], stop_early=True)[layer]
-
-        def h(acts: torch.Tensor) -> torch.Tensor:
-            if "x" in last_input and last_input["x"].shape[0] == acts.shape[0]:
-                x = last_input["x"]
-            elif "x" in last_input:
-                x = last_input["x"][:1].expand(acts.shape[0], *last_input["x"].shape[1:])
-            else:
-                x = self.example_input(acts.shape[0])
-            with hooks.replace_output(module, acts):
-                return self.forward(x)
-
-        return Split(layer, g, h, "hooks")
+            self._splits[layer] = Split(layer, g, h, "fx")
+        return self._splits[layer]
 
     @torch.no_grad()
     def layer_shapes(self, x: torch.Tensor | None = None) -> list[tuple[str, str, tuple]]:
@@ -329,12 +432,12 @@ class ModelAdapter:
 
         def hook(module, inputs, output):
             try:
-                shapes[id(module)] = tuple(hooks._first_tensor(output).shape)
+                shapes.setdefault(id(module), tuple(hooks._first_tensor(output).shape))
             except UXAIError:
-                shapes[id(module)] = ()
+                shapes.setdefault(id(module), ())
 
         modules = [m for _, m in self.model.named_modules()][1:]
-        with hooks.forward_hooks(modules, hook):
+        with self.evaluating(), hooks.forward_hooks(modules, hook):
             self.forward(x)
         return [(n, type(m).__name__, shapes.get(id(m), ())) for n, m in self.model.named_modules() if n]
 

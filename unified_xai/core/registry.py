@@ -13,7 +13,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from .errors import ParameterError, UnknownNameError, suggest
+from .errors import ParameterError, RegistrationError, UnknownNameError, suggest
 
 ENTRY_POINT_GROUP = "unified_xai.explainers"
 _REGISTRY: dict[str, type] = {}
@@ -80,8 +80,20 @@ class Param:
         return value
 
 
-def validate_params(explainer: str, spec: dict[str, Param], given: dict[str, Any]) -> dict[str, Any]:
-    """Full parameter dict (defaults filled in), every value checked against ``spec``."""
+def validate_params(explainer: str, spec: dict[str, Param], given: dict[str, Any],
+                    aliases: dict[str, str] | None = None) -> dict[str, Any]:
+    """Full parameter dict (defaults filled in), every value checked against ``spec``.
+
+    ``aliases`` maps deprecated names to current ones: they still work, with a FutureWarning.
+    """
+    given = dict(given)
+    for old, new in (aliases or {}).items():
+        if old in given:
+            if new in given:
+                raise ParameterError(f"{explainer}: {old!r} is the old name of {new!r}; give only {new!r}")
+            warnings.warn(f"{explainer}: parameter {old!r} is deprecated, use {new!r} (the same meaning in every"
+                          f" explainer)", FutureWarning, stacklevel=4)
+            given[new] = given.pop(old)
     unknown = [k for k in given if k not in spec]
     if unknown:
         name = unknown[0]
@@ -98,7 +110,8 @@ def register_explainer(name: str) -> Callable[[type], type]:
     def decorator(cls: type) -> type:
         existing = _REGISTRY.get(name)
         if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
-            raise ValueError(f"an explainer named {name!r} is already registered ({existing.__module__})")
+            raise RegistrationError(f"an explainer named {name!r} is already registered ({existing.__module__});"
+                                    f" choose another name")
         cls.name = name
         _REGISTRY[name] = cls
         return cls
@@ -122,8 +135,8 @@ def _load_entry_points() -> None:
 
 
 def _ensure_builtins() -> None:
-    from .. import explainers  # noqa: F401  (importing registers the built-in explainers)
-
+    # the built-in explainers register when the package imports (unified_xai/__init__.py);
+    # the core knows no method, only the plugins found through entry points
     _load_entry_points()
 
 

@@ -69,8 +69,9 @@ class HaarEnergyNet(nn.Module):
 
     def energies(self, x: torch.Tensor) -> torch.Tensor:
         """Squared Haar details of every level, pooled to the coarsest grid: ``(B, J * C * (2**n - 1), *S / 2**J)``."""
-        batch, channels, spatial = x.shape[0], x.shape[1], x.shape[2:]
-        approx = x.reshape(batch * channels, 1, *spatial)
+        # written without unpacking shapes so torch.fx can trace it (the adapter splits it with fx)
+        batch, channels = x.shape[0], x.shape[1]
+        approx = x.flatten(0, 1).unsqueeze(1)
         maps = []
         for j in range(1, self.levels + 1):
             bands = self._conv(approx, self.filters, stride=2)
@@ -78,7 +79,7 @@ class HaarEnergyNet(nn.Module):
             energy = bands[:, 1:] ** 2
             if j < self.levels:
                 energy = self._pool(energy, 2 ** (self.levels - j))
-            maps.append(energy.reshape(batch, -1, *energy.shape[2:]))
+            maps.append(energy.unflatten(0, (batch, channels)).flatten(1, 2))
         return torch.cat(maps, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,7 +125,7 @@ class LogMel(nn.Module):
                           return_complex=True)
         power = spec.real ** 2 + spec.imag ** 2
         logmel = torch.log(torch.einsum("mf,bft->bmt", self.bank, power) / self.floor + 1.0)
-        return logmel.reshape(x.shape[0], x.shape[1], *logmel.shape[1:])
+        return logmel.unflatten(0, (x.shape[0], x.shape[1]))  # no shape unpacking: fx-traceable
 
 
 class AudioCNN(nn.Module):

@@ -6,9 +6,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .. import wavelets
-from ..core.errors import InputError
+from ..core.errors import InputError, ParameterError
 from ..core.explanation import Explanation
 from ..core.model import ModelAdapter
 from ..core.registry import Param, validate_params
@@ -25,6 +26,20 @@ WAVELET_PARAMS = {
 def channel_sum(attributions: torch.Tensor, absolute: bool) -> torch.Tensor:
     """(B, C, *spatial) -> (B, *spatial): the ``where`` map of a per-channel attribution."""
     return attributions.abs().sum(1) if absolute else attributions.sum(1)
+
+
+_SMOOTH_MODES = {1: "linear", 2: "bicubic", 3: "trilinear"}
+
+
+def resize(values: torch.Tensor, size, mode: str = "smooth") -> torch.Tensor:
+    """``(N, C, *s) -> (N, C, *size)``: ``"nearest"`` (masks) or ``"smooth"`` (linear / bicubic /
+    trilinear by the number of spatial dims, ``align_corners=False``; maps onto the input grid)."""
+    size = tuple(int(s) for s in size)
+    if tuple(values.shape[2:]) == size:
+        return values
+    if mode == "nearest":
+        return F.interpolate(values, size=size, mode="nearest")
+    return F.interpolate(values, size=size, mode=_SMOOTH_MODES[len(size)], align_corners=False)
 
 
 def expand_baseline(value, x: torch.Tensor, explainer: str) -> torch.Tensor:
@@ -55,24 +70,32 @@ class Explainer:
     """Subclasses declare ``params`` (name -> :class:`Param`) and implement ``_explain``.
 
     ``explain(x, targets=None)`` validates the inputs against the adapter, explains the predicted
-    classes when ``targets`` is None, times the call and fills the bookkeeping fields of the
-    returned :class:`Explanation` (method, params, seed, model id, elapsed seconds).
+    classes when ``targets`` is None, runs the model in eval mode (the user's mode is restored
+    after), times the call and fills the bookkeeping fields of the returned :class:`Explanation`
+    (method, params, seed, model id, class names, sample rate, the inputs, elapsed seconds).
+
+    ``pass_kind`` says which passes the method makes (``"grad"``: forward + backward,
+    ``"nograd"``: forwards only): it picks the chunk size when the adapter's is ``"auto"``.
+    ``aliases`` maps deprecated parameter names to current ones.
     """
 
     name: ClassVar[str] = ""
     params: ClassVar[dict[str, Param]] = {}
+    aliases: ClassVar[dict[str, str]] = {}
     modalities: ClassVar[tuple[str, ...]] = ("signal", "image", "volume")
+    pass_kind: ClassVar[str] = "grad"
 
     def __init__(self, adapter: ModelAdapter, **params: Any):
         if not isinstance(adapter, ModelAdapter):
-            raise TypeError(
+            raise ParameterError(
                 f"{self.name}: expected a unified_xai.ModelAdapter, got {type(adapter).__name__};"
                 f" wrap your model with ux.ModelAdapter(model, input_shape=(C, *spatial))"
             )
         if adapter.modality not in self.modalities:
-            raise ValueError(f"{self.name} explains {', '.join(self.modalities)} models, not {adapter.modality} ones")
+            raise ParameterError(f"{self.name} explains {', '.join(self.modalities)} models, not {adapter.modality}"
+                                 f" ones; `uxai list` shows the other explainers")
         self.adapter = adapter
-        self.config = validate_params(self.name, self.params, params)
+        self.config = validate_params(self.name, self.params, params, self.aliases)
         self._check_config()
 
     def _check_config(self) -> None:
@@ -82,27 +105,29 @@ class Explainer:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
         return f"{type(self).__name__}({args})"
 
-    @property
-    def batch_size(self) -> int:
-        return self.config.get("batch_size") or self.adapter.batch_size
-
-    def generator(self) -> torch.Generator:
-        """A generator seeded with the ``seed`` parameter, on the adapter's device."""
-        gen = torch.Generator(device=self.adapter.device)
-        gen.manual_seed(int(self.config.get("seed") or 0))
-        return gen
+    def chunk_size(self, x: torch.Tensor) -> int:
+        """Perturbed rows per model call: the ``batch_size`` parameter, else the adapter's choice."""
+        return self.config.get("batch_size") or self.adapter.chunk_size(x, self.pass_kind)
 
     def explain(self, x, targets=None) -> Explanation:
-        """Explain the decisions on ``x`` ``(B, C, *spatial)`` for ``targets`` (default: predicted classes)."""
+        """Explain the decisions on ``x`` ``(B, C, *spatial)`` for ``targets`` (default: predicted classes).
+
+        ``targets``: class indices or names, one per input or one for all.
+        """
         start = time.perf_counter()
         x = self.adapter.check_input(x)
-        targets = self.adapter.check_targets(targets, x)
-        explanation = self._explain(x, targets)
+        with self.adapter.evaluating():
+            targets = self.adapter.check_targets(targets, x)
+            explanation = self._explain(x, targets)
         explanation.method = self.name
         explanation.targets = targets
         explanation.params = {k: _plain(v) for k, v in self.config.items()}
         explanation.seed = self.config.get("seed")
         explanation.model_id = self.adapter.name
+        explanation.class_names = self.adapter.class_names
+        explanation.sample_rate = self.adapter.sample_rate
+        if explanation.inputs is None:
+            explanation.inputs = x.detach()
         explanation.elapsed = time.perf_counter() - start
         return explanation
 

@@ -1,157 +1,218 @@
-"""Gradient baselines for comparison with WAM, adapted from Captum through the registry.
+"""Gradient baselines, compared with WAM: Saliency, Input x Gradient, SmoothGrad, Integrated Gradients, Grad-CAM.
 
-``input_x_gradient``, ``integrated_gradients`` and ``gradcam`` call Captum's implementations on the
-adapter's forward (preprocessing included). ``smoothgrad`` averages Captum's ``Saliency`` over
-noisy copies drawn like WAM's (sigma = ``stdev_spread`` x each input's value range, noise seeded per
-sample index) because Captum's NoiseTunnel takes one sigma for the whole batch and its noise
-depends on the chunking. All outputs fill ``where``; the raw signed maps go to ``attributions``.
+Every gradient comes from the adapter (``target_gradient``, ``layer_gradient``): eval mode,
+frozen parameters, chunked rows. Perturbed copies are laid out sample-major (row = k * B + i) and
+built in place, as in WAM, so an input's result never depends on the rest of its batch or the
+chunk size. Captum computes the same quantities; the tests check agreement with it.
 """
 from __future__ import annotations
+
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..core import hooks
 from ..core.batching import chunks, progress_bar, sample_blocks
-from ..core.seeds import noise_samples
+from ..core.errors import ParameterError
 from ..core.explanation import Explanation
 from ..core.registry import Param, register_explainer
-from .base import Explainer, channel_sum
-from .quadrature import RULES
-
-_CAPTUM_RULES = {"gausslegendre": "gausslegendre", "riemann_left": "riemann_left", "riemann_right": "riemann_right",
-                 "riemann_middle": "riemann_middle", "riemann_trapezoid": "riemann_trapezoid"}
+from ..core.seeds import noise_samples
+from .base import Explainer, channel_sum, expand_baseline, resize
+from .quadrature import RULES, quadrature
 
 _ABSOLUTE = Param(True, types=(bool,), doc="abs before the channel sum in `where`")
-_BATCH = Param(None, types=(int,), low=1, allow_none=True, doc="perturbed samples per chunk")
+_BATCH = Param(None, types=(int,), low=1, allow_none=True, doc="perturbed rows per model call (default: the adapter's)")
+_N_SAMPLES = "perturbed copies per input: noise draws (SmoothGrad) or path points (Integrated Gradients)"
 
 
-class _CaptumExplainer(Explainer):
-    """Runs a Captum attribution on the adapter's forward, chunked over inputs."""
+class _GradientExplainer(Explainer):
+    """Accumulates weighted input gradients over ``n`` perturbed copies of every input."""
 
-    def _attribute_chunk(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    def weighted_gradients(self, x: torch.Tensor, targets: torch.Tensor, weights: Sequence[float],
+                           build: Callable[[int, int, int, torch.Tensor], None]) -> torch.Tensor:
+        """``sum_k weights[k] * grad f(row_k)`` per input, ``(B, C, *spatial)``.
 
-    def _inputs_per_chunk(self) -> int:
-        return self.batch_size
-
-    def _explain(self, x: torch.Tensor, targets: torch.Tensor) -> Explanation:
-        out = []
-        with progress_bar(x.shape[0], self.name, self.adapter.show_progress() and x.shape[0] > 1) as advance:
-            for part in chunks(x.shape[0], self._inputs_per_chunk()):
-                with self.adapter.frozen(), torch.enable_grad():
-                    leaf = x[part].detach().requires_grad_(True)
-                    out.append(self._attribute_chunk(leaf, targets[part]).detach())
-                advance(part.stop - part.start)
-        attr = torch.cat(out)
-        # a method without an `absolute` parameter (Grad-CAM: one signed channel) keeps its sign
-        absolute = self.config.get("absolute", False)
-        return Explanation(where=channel_sum(attr, absolute), method=self.name, attributions=attr)
-
-
-@register_explainer("input_x_gradient")
-class InputXGradient(_CaptumExplainer):
-    """Input times its gradient (Captum ``InputXGradient``)."""
-
-    params = {"absolute": _ABSOLUTE, "batch_size": _BATCH}
-
-    def _attribute_chunk(self, x, targets):
-        from captum.attr import InputXGradient as CaptumIxG
-
-        return CaptumIxG(self.adapter.forward).attribute(x, target=targets)
-
-
-@register_explainer("integrated_gradients")
-class IntegratedGradients(_CaptumExplainer):
-    """Integrated Gradients in input space (Captum), from a baseline (zeros by default)."""
-
-    params = {
-        "n_steps": Param(50, types=(int,), low=1),
-        "baseline": Param(0.0, types=(float, int, torch.Tensor)),
-        "quadrature": Param("gausslegendre", choices=RULES),
-        "absolute": _ABSOLUTE,
-        "batch_size": _BATCH,
-    }
-
-    def _attribute_chunk(self, x, targets):
-        from captum.attr import IntegratedGradients as CaptumIG
-
-        baseline = self.config["baseline"]
-        if isinstance(baseline, torch.Tensor):
-            baseline = baseline.to(x.device, x.dtype).expand_as(x)
-        else:
-            baseline = float(baseline)
-        # internal_batch_size counts perturbed samples, like our batch_size
-        return CaptumIG(self.adapter.forward).attribute(
-            x, baselines=baseline, target=targets, n_steps=self.config["n_steps"],
-            method=_CAPTUM_RULES[self.config["quadrature"]], internal_batch_size=self.batch_size)
-
-    def _inputs_per_chunk(self) -> int:
-        return max(1, self.batch_size // self.config["n_steps"])
-
-
-@register_explainer("smoothgrad")
-class SmoothGrad(Explainer):
-    """SmoothGrad (Smilkov et al., 2017): mean Captum ``Saliency`` gradient over noisy copies."""
-
-    params = {
-        "n_samples": Param(25, types=(int,), low=1),
-        "stdev_spread": Param(0.15, types=(float, int), low=0.0),
-        "absolute": _ABSOLUTE,
-        "seed": Param(0, types=(int,)),
-        "batch_size": _BATCH,
-    }
-
-    def _explain(self, x: torch.Tensor, targets: torch.Tensor) -> Explanation:
-        from captum.attr import Saliency
-
-        saliency = Saliency(self.adapter.forward)
-        n, batch = self.config["n_samples"], x.shape[0]
-        sigma = self.config["stdev_spread"] * (x.flatten(1).amax(1) - x.flatten(1).amin(1))
+        ``build(k, i0, i1, out)`` writes copy ``k`` of inputs ``i0:i1`` into ``out`` (in place).
+        """
+        batch, n = x.shape[0], len(weights)
         acc = torch.zeros_like(x)
-        noise = noise_samples(self.config["seed"], n, x.shape[1:], x.device, x.dtype)
-        total = n * batch  # row = sample k * batch + input i, as in WAM: same noise for the same seed
-        with progress_bar(total, self.name, self.adapter.show_progress()) as advance:
-            for part in chunks(total, self.batch_size):
+        total = n * batch
+        with progress_bar(total, self.name, self.adapter.show_progress() and total > 1) as advance:
+            for part in chunks(total, self.chunk_size(x)):
                 blocks = list(sample_blocks(part.start, part.stop, batch))
-                noisy = torch.cat([x[i0:i1] + noise[k]
-                                   * sigma[i0:i1].view(-1, *[1] * (x.ndim - 1)) for k, i0, i1 in blocks])
-                chunk_targets = torch.cat([targets[i0:i1] for _, i0, i1 in blocks])
-                with self.adapter.frozen(), torch.enable_grad():
-                    grads = saliency.attribute(noisy.requires_grad_(True), target=chunk_targets, abs=False).detach()
+                rows = torch.empty(part.stop - part.start, *x.shape[1:], device=x.device, dtype=x.dtype)
                 offset = 0
-                for _, i0, i1 in blocks:
-                    acc[i0:i1] += grads[offset:offset + i1 - i0]
+                for k, i0, i1 in blocks:
+                    build(k, i0, i1, rows[offset:offset + i1 - i0])
+                    offset += i1 - i0
+                chunk_targets = torch.cat([targets[i0:i1] for _, i0, i1 in blocks])
+                _, (grads,) = self.adapter.target_gradient(rows, chunk_targets)
+                offset = 0
+                for k, i0, i1 in blocks:
+                    acc[i0:i1].add_(grads[offset:offset + i1 - i0], alpha=float(weights[k]))
                     offset += i1 - i0
                 advance(part.stop - part.start)
-        attr = acc / n
+        return acc
+
+    def gradients(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.weighted_gradients(x, targets, [1.0], lambda k, i0, i1, out: out.copy_(x[i0:i1]))
+
+    def _result(self, attr: torch.Tensor) -> Explanation:
         return Explanation(where=channel_sum(attr, self.config["absolute"]), method=self.name, attributions=attr)
 
 
-@register_explainer("gradcam")
-class GradCAM(_CaptumExplainer):
-    """Grad-CAM (Selvaraju et al., 2017) at a named layer (Captum ``LayerGradCam``), upsampled to the input."""
+@register_explainer("saliency")
+class Saliency(_GradientExplainer):
+    """Saliency (Simonyan et al., 2014): ``attributions`` = d logit_target / d x (signed, per channel);
+    ``where`` = |grad| summed over channels. Cost: one forward + backward per input."""
+
+    params = {"absolute": _ABSOLUTE, "batch_size": _BATCH}
+
+    def _explain(self, x, targets):
+        return self._result(self.gradients(x, targets))
+
+
+@register_explainer("input_x_gradient")
+class InputXGradient(_GradientExplainer):
+    """Input times its gradient (Shrikumar et al., 2016). Cost: one forward + backward per input."""
+
+    params = {"absolute": _ABSOLUTE, "batch_size": _BATCH}
+
+    def _explain(self, x, targets):
+        return self._result(x * self.gradients(x, targets))
+
+
+@register_explainer("smoothgrad")
+class SmoothGrad(_GradientExplainer):
+    """SmoothGrad (Smilkov et al., 2017): the mean gradient over ``n_samples`` noisy copies
+    ``x + sigma * noise_k``, sigma = ``stdev_spread`` x each input's value range; noise ``k`` is
+    drawn from ``(seed, k)`` and shared by every input. Cost: ``n_samples`` forward + backward per input."""
 
     params = {
-        "layer": Param(None, types=(str,), doc="dotted layer name, see `uxai info MODEL`"),
-        "relu": Param(True, types=(bool,)),
+        "n_samples": Param(25, types=(int,), low=1, doc=_N_SAMPLES),
+        "stdev_spread": Param(0.15, types=(float, int), low=0.0, doc="noise sigma as a fraction of each input's range"),
+        "absolute": _ABSOLUTE,
+        "seed": Param(0, types=(int,), doc="noise seed"),
+        "batch_size": _BATCH,
+    }
+
+    def _explain(self, x, targets):
+        n = self.config["n_samples"]
+        sigma = self.config["stdev_spread"] * (x.flatten(1).amax(1) - x.flatten(1).amin(1))
+        sigma = sigma.view(-1, *[1] * (x.ndim - 1))
+        noise = noise_samples(self.config["seed"], n, x.shape[1:], x.device, x.dtype)
+
+        def build(k, i0, i1, out):
+            torch.addcmul(x[i0:i1], noise[k], sigma[i0:i1], out=out)
+
+        return self._result(self.weighted_gradients(x, targets, [1.0 / n] * n, build))
+
+
+@register_explainer("integrated_gradients")
+class IntegratedGradients(_GradientExplainer):
+    """Integrated Gradients (Sundararajan et al., 2017) in input space:
+    ``(x - x0) * integral_0^1 grad f(x0 + a (x - x0)) da`` with an ``n_samples``-point quadrature.
+    Complete: the attributions sum to ``f(x) - f(x0)`` up to the quadrature error.
+    ``baseline``: a number, one sample (C, *spatial) or one per input (B, C, *spatial).
+    Cost: ``n_samples`` forward + backward per input."""
+
+    params = {
+        "n_samples": Param(50, types=(int,), low=1, doc=_N_SAMPLES),
+        "baseline": Param(0.0, types=(float, int, torch.Tensor), doc="path start x0"),
+        "quadrature": Param("gausslegendre", choices=RULES, doc="rule on [0, 1]"),
+        "absolute": _ABSOLUTE,
+        "batch_size": _BATCH,
+    }
+    aliases = {"n_steps": "n_samples"}
+
+    def _check_config(self):
+        quadrature(self.config["quadrature"], self.config["n_samples"])  # e.g. trapezoid needs 2 points
+
+    def _explain(self, x, targets):
+        alphas, weights = quadrature(self.config["quadrature"], self.config["n_samples"])
+        base = expand_baseline(self.config["baseline"], x, self.name)
+        delta = x - base
+
+        def build(k, i0, i1, out):
+            torch.add(base[i0:i1], delta[i0:i1], alpha=float(alphas[k]), out=out)
+
+        return self._result(delta * self.weighted_gradients(x, targets, weights.tolist(), build))
+
+
+@register_explainer("gradcam")
+class GradCAM(Explainer):
+    """Grad-CAM (Selvaraju et al., 2017): ``relu(sum_c mean(dlogit/dA_c) A_c)`` at a layer, resized to the input.
+
+    ``layer``: a convolutional layer ``(B, C, *spatial)`` or a ViT token layer ``(B, N, D)`` (patch
+    tokens laid out as a grid, class/register tokens dropped). ``None`` picks the last spatial layer
+    the target's gradient flows through before global pooling, and records it in the params.
+    Cost: one forward + backward per input."""
+
+    params = {
+        "layer": Param(None, types=(str,), allow_none=True, doc="dotted layer name (`uxai info MODEL`); None: automatic"),
+        "relu": Param(True, types=(bool,), doc="keep only positive evidence"),
         "batch_size": _BATCH,
     }
 
     def _check_config(self) -> None:
+        if self.config["layer"] is not None:
+            hooks.get_layer(self.adapter.model, self.config["layer"])  # a wrong name lists the valid ones
+
+    def _explain(self, x, targets):
         if self.config["layer"] is None:
-            raise ValueError(
-                "gradcam: parameter 'layer' is required (a convolutional layer name, e.g. the last block);"
-                f" layers: {', '.join(self.adapter.layer_names()[-8:])} ..."
-            )
-        self.module = hooks.get_layer(self.adapter.model, self.config["layer"])
+            self.config["layer"] = default_cam_layer(self.adapter, x[:1])
+        layer = self.config["layer"]
+        maps = []
+        with progress_bar(x.shape[0], self.name, self.adapter.show_progress() and x.shape[0] > 1) as advance:
+            for part in chunks(x.shape[0], self.chunk_size(x)):
+                acts, grads = self.adapter.layer_gradient(x[part], targets[part], layer)
+                acts, grads = self._spatial(acts, layer), self._spatial(grads, layer)
+                weights = grads.flatten(2).mean(2).view(*grads.shape[:2], *[1] * (grads.ndim - 2))
+                cam = (weights * acts).sum(1, keepdim=True)
+                maps.append(cam.relu() if self.config["relu"] else cam)
+                advance(part.stop - part.start)
+        cam = resize(torch.cat(maps), x.shape[2:], "smooth")
+        return Explanation(where=cam[:, 0], method=self.name, attributions=cam)
 
-    def _attribute_chunk(self, x, targets):
-        from captum.attr import LayerGradCam
+    def _spatial(self, act: torch.Tensor, layer: str) -> torch.Tensor:
+        grid = self.adapter.as_grid(act)
+        if grid.ndim != 2 + self.adapter.spatial_ndim:
+            raise ParameterError(
+                f"gradcam: layer {layer!r} outputs {tuple(act.shape)}, which has no spatial grid; Grad-CAM needs a"
+                f" convolutional layer (B, C, *spatial) or a token layer (B, N, D). Leave layer=None to pick the"
+                f" last spatial layer, or see `uxai info MODEL`")
+        return grid
 
-        cam = LayerGradCam(self.adapter.forward, self.module).attribute(
-            x, target=targets, relu_attributions=self.config["relu"])
-        if cam.ndim == 3 and self.adapter.spatial_ndim != 1:  # token layer (B, N, 1): lay out as a grid
-            cam = hooks.tokens_to_grid(cam, hooks.prefix_token_count(self.adapter.model, cam.shape[1]))
-        mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[self.adapter.spatial_ndim]
-        return F.interpolate(cam, size=x.shape[2:], mode=mode, align_corners=False)
+
+def default_cam_layer(adapter, x: torch.Tensor) -> str:
+    """The last layer (in execution order) with a spatial output of more than one cell through which
+    the gradient of the predicted logit flows: the input of the global pooling in a CNN, the last
+    attention block's input in a ViT whose head reads the class token."""
+    outputs: dict[str, torch.Tensor] = {}
+    names = {id(m): n for n, m in adapter.model.named_modules() if n}
+
+    def hook(module, inputs, output):
+        name = names.get(id(module))
+        if name is None or name in outputs:
+            return
+        try:
+            out = hooks._first_tensor(output)
+        except Exception:
+            return
+        if out.requires_grad:
+            grid = adapter.as_grid(out) if out.ndim == 3 else out
+            if grid.ndim == 2 + adapter.spatial_ndim and max(grid.shape[2:]) > 1:
+                out.retain_grad()
+                outputs[name] = out
+
+    modules = [m for n, m in adapter.model.named_modules() if n]
+    with adapter.evaluating(), adapter.frozen(), torch.enable_grad(), hooks.forward_hooks(modules, hook):
+        leaf = x.detach().clone().requires_grad_(True)
+        logits = adapter.forward(leaf)
+        logits.gather(1, logits.argmax(1, keepdim=True)).sum().backward()
+    for name in reversed(list(outputs)):
+        grad = outputs[name].grad
+        if grad is not None and grad.abs().sum() > 0:
+            return name
+    raise ParameterError("gradcam: found no spatial layer the target's gradient flows through; pass layer=...")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..core.errors import ParameterError
+
 RULES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 
 
@@ -14,7 +16,7 @@ def quadrature(rule: str, n: int, dtype=torch.float64) -> tuple[torch.Tensor, to
     error with the fewest model passes on smooth paths (Captum's default too).
     """
     if n < 1:
-        raise ValueError(f"a quadrature needs at least 1 point, got {n}")
+        raise ParameterError(f"a quadrature needs at least 1 point, got {n}")
     if rule == "gausslegendre":
         nodes, weights = np.polynomial.legendre.leggauss(n)
         return torch.tensor((nodes + 1) / 2, dtype=dtype), torch.tensor(weights / 2, dtype=dtype)
@@ -27,8 +29,8 @@ def quadrature(rule: str, n: int, dtype=torch.float64) -> tuple[torch.Tensor, to
         return (k + 0.5) / n, torch.full((n,), 1.0 / n, dtype=dtype)
     if rule == "riemann_trapezoid":
         if n < 2:
-            raise ValueError("the trapezoid rule needs at least 2 points")
+            raise ParameterError("the trapezoid rule needs at least 2 points")
         weights = torch.full((n,), 1.0 / (n - 1), dtype=dtype)
         weights[0] = weights[-1] = 0.5 / (n - 1)
         return k / (n - 1), weights
-    raise ValueError(f"unknown quadrature {rule!r}; choose one of {', '.join(RULES)}")
+    raise ParameterError(f"unknown quadrature {rule!r}; choose one of {', '.join(RULES)}")

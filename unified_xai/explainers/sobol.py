@@ -27,14 +27,13 @@ import torch
 import torch.nn.functional as F
 
 from .. import sampling, wavelets
-from ..core.batching import progress_bar
+from ..core.batching import chunks, progress_bar
+from ..core.errors import ParameterError
 from ..core.explanation import Explanation
 from ..core.registry import Param, register_explainer
-from .base import WAVELET_PARAMS, Explainer, expand_baseline
+from .base import WAVELET_PARAMS, Explainer, expand_baseline, resize
 
 PERTURBATIONS = ("inpainting", "blur", "amplitude")
-_SMOOTH = {1: "linear", 2: "bicubic", 3: "trilinear"}
-_NEAREST = "nearest"
 
 
 def _grid_ok(value):
@@ -58,34 +57,26 @@ _COMMON = {
 }
 
 
-def resize(values: torch.Tensor, size, mode: str) -> torch.Tensor:
-    """(N, C, *s) -> (N, C, *size) with F.interpolate (``align_corners=False`` for smooth modes)."""
-    if tuple(values.shape[2:]) == tuple(size):
-        return values
-    if mode == _NEAREST:
-        return F.interpolate(values, size=tuple(size), mode="nearest")
-    return F.interpolate(values, size=tuple(size), mode=mode, align_corners=False)
-
-
 class _SobolExplainer(Explainer):
     """Shared loop: design rows -> perturbed batch -> target scores -> Sobol indices."""
+
+    pass_kind = "nograd"
 
     def _check_config(self) -> None:
         # the sampler's own checks (e.g. a power of two for sobol), up front rather than at explain time
         sampling.get_sampler(self.config["sampler"]).check(self.config["n_designs"], 1)
 
     def _indices(self, d: int, perturb: Callable[[torch.Tensor], torch.Tensor], target: torch.Tensor,
-                 design: sampling.ReplicatedDesign, label: str) -> torch.Tensor:
+                 design: sampling.ReplicatedDesign, label: str, chunk: int) -> torch.Tensor:
         """Total indices (d,) of the target logit over the design; ``perturb`` maps masks (n, d) to inputs."""
         total = len(design)
         # scores in the model's dtype, so the constant-output check uses its precision
         scores = torch.empty(total, device=self.adapter.device, dtype=self.adapter.dtype)
         with progress_bar(total, label, self.adapter.show_progress()) as advance, torch.no_grad():
-            for start in range(0, total, self.batch_size):
-                stop = min(start + self.batch_size, total)
-                batch = perturb(design.rows(start, stop))
-                scores[start:stop] = self.adapter.scores(batch, target.expand(stop - start))
-                advance(stop - start)
+            for part in chunks(total, chunk):
+                batch = perturb(design.rows(part.start, part.stop))
+                scores[part] = self.adapter.scores(batch, target.expand(part.stop - part.start))
+                advance(part.stop - part.start)
         return sampling.estimate(scores, d, design.n_designs, self.config["estimator"], self.config["sampler"]).total
 
     def _design(self, d: int) -> sampling.ReplicatedDesign:
@@ -120,41 +111,48 @@ class SobolAttribution(_SobolExplainer):
         grid = self.config["grid_size"]
         grid = (grid,) * len(size) if isinstance(grid, int) else tuple(grid)
         if len(grid) != len(size):
-            raise ValueError(f"sobol: grid_size {grid} needs one entry per spatial dim of inputs {tuple(size)}")
-        return tuple(min(g, s) for g, s in zip(grid, size))
+            raise ParameterError(f"sobol: grid_size {grid} needs one entry per spatial dim of the inputs {tuple(size)}")
+        if any(g > s for g, s in zip(grid, size)):
+            raise ParameterError(f"sobol: grid_size {grid} has more cells than the inputs {tuple(size)} have positions;"
+                                 f" use at most {tuple(size)}")
+        return grid
 
     def _explain(self, x: torch.Tensor, targets: torch.Tensor) -> Explanation:
         size = tuple(x.shape[2:])
         grid = self._grid(size)
         d = math.prod(grid)
         design = self._design(d)
-        maps = []
         c = self.config
+        references = self._reference(x)
+        chunk = self.chunk_size(x)
+        maps = []
         for i in range(x.shape[0]):
-            xi = x[i : i + 1]
-            x0 = self._reference(xi)
+            xi, x0 = x[i : i + 1], references[i : i + 1]
             delta = xi - x0  # x' = x0 + M (x - x0): one fused op per chunk
 
             def perturb(masks: torch.Tensor, xi=xi, x0=x0, delta=delta) -> torch.Tensor:
-                m = resize(masks.to(xi.dtype).view(-1, 1, *grid), size, _NEAREST)
+                m = resize(masks.to(xi.dtype).view(-1, 1, *grid), size, "nearest")
                 if c["perturbation"] == "amplitude":
                     return torch.add(xi, m - 0.5, alpha=c["amplitude_sigma"])
                 return torch.addcmul(x0, m, delta)
 
-            st = self._indices(d, perturb, targets[i], design, f"sobol {i + 1}/{x.shape[0]}")
+            st = self._indices(d, perturb, targets[i], design, f"sobol {i + 1}/{x.shape[0]}", chunk)
             maps.append(st.to(x.dtype).view(1, 1, *grid))
         grids = torch.cat(maps)
-        where = resize(grids, size, _SMOOTH[len(size)])[:, 0]
+        where = resize(grids, size)[:, 0]
         return Explanation(where=where, method=self.name, attributions=grids[:, 0])
 
-    def _reference(self, xi: torch.Tensor) -> torch.Tensor:
+    def _reference(self, x: torch.Tensor) -> torch.Tensor:
+        """What a masked-out cell becomes, ``(B, C, *spatial)``: the baseline or a blurred copy."""
         c = self.config
         if c["perturbation"] == "blur":
             k = c["blur_size"]
-            pool = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[xi.ndim - 2]
-            pad = [p for _ in range(xi.ndim - 2) for p in (k // 2, (k - 1) // 2)]
-            return pool(F.pad(xi, pad, mode="replicate"), kernel_size=k, stride=1)
-        return expand_baseline(c["baseline"], xi, self.name)
+            if k > min(x.shape[2:]):
+                raise ParameterError(f"sobol: blur_size {k} exceeds the input size {tuple(x.shape[2:])}; use a smaller one")
+            pool = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[x.ndim - 2]
+            pad = [p for _ in range(x.ndim - 2) for p in (k // 2, (k - 1) // 2)]
+            return pool(F.pad(x, pad, mode="replicate"), kernel_size=k, stride=1)
+        return expand_baseline(c["baseline"], x, self.name)
 
 
 @register_explainer("sobol_wavelet")
@@ -183,6 +181,7 @@ class WaveletSobol(_SobolExplainer):
         offsets = [sum(counts[:j]) for j in range(len(counts))]
         d = sum(counts)
         design = self._design(d)
+        chunk = self.chunk_size(x)
         indices = []
         for i in range(x.shape[0]):
             zi = [t[i : i + 1] for t in coeffs.tensors()]
@@ -192,13 +191,13 @@ class WaveletSobol(_SobolExplainer):
                 scaled = []
                 for level, (t, g) in enumerate(zip(zi, level_grids)):
                     m = masks[:, offsets[level] : offsets[level] + counts[level]].reshape(-1, 1, *g)
-                    m = resize(m, t.shape[-len(size):], _NEAREST)
+                    m = resize(m, t.shape[-len(size):], "nearest")
                     if level > 0:  # details (1, C, O, *s): one mask shared by channels and orientations
                         m = m.unsqueeze(2)
                     scaled.append(t * m)
                 return wavelets.idwt(coeffs.with_tensors(scaled))
 
-            indices.append(self._indices(d, perturb, targets[i], design, f"sobol_wavelet {i + 1}/{x.shape[0]}"))
+            indices.append(self._indices(d, perturb, targets[i], design, f"sobol_wavelet {i + 1}/{x.shape[0]}", chunk))
         st = torch.stack(indices).to(x.dtype)  # (B, d)
         per_level = [st[:, o : o + n].reshape(-1, 1, *g) for o, n, g in zip(offsets, counts, level_grids)]
         level_sums = torch.stack([p.flatten(1).sum(1) for p in per_level], 1)
@@ -206,7 +205,7 @@ class WaveletSobol(_SobolExplainer):
         # each level's index grid spread over the input grid with the level's total as its mass
         maps = []
         for p in per_level:
-            up = resize(p, size, _SMOOTH[len(size)]).clamp_min(0)[:, 0]
+            up = resize(p, size).clamp_min(0)[:, 0]
             mass = up.flatten(1).sum(1).clamp_min(torch.finfo(x.dtype).tiny)
             maps.append(up * (p.flatten(1).sum(1) / mass).view(-1, *[1] * len(size)))
         scale_maps = torch.stack(maps, 1)
