@@ -5,6 +5,8 @@ from typing import Any, Sequence
 
 import torch
 
+from ..core.errors import InputError
+
 
 class ArrayDataset:
     """A labelled set of inputs held in memory.
@@ -17,20 +19,30 @@ class ArrayDataset:
     targets : ``(N,)`` long class indices.
     class_names : names of the classes, indexed by target.
     metadata : free-form description (sample rate, value range, provenance...).
+    names : optional name of each item (e.g. ``"china"``), used in figure and file names.
+    notes : optional free-text note on each item (e.g. what was done to it, why its target is -1).
 
     Indexing with an int or a slice gives ``(inputs, targets)``, like a torch ``TensorDataset``.
+    A target of -1 means the item belongs to none of the classes (e.g. a photo of an object the
+    classifier has no class for).
     """
 
     def __init__(self, name: str, split: str, inputs: torch.Tensor, targets: torch.Tensor,
-                 class_names: Sequence[str], metadata: dict[str, Any] | None = None):
+                 class_names: Sequence[str], metadata: dict[str, Any] | None = None, *,
+                 names: Sequence[str] | None = None, notes: Sequence[str] | None = None):
         if inputs.shape[0] != targets.shape[0]:
-            raise ValueError(f"{inputs.shape[0]} inputs but {targets.shape[0]} targets")
+            raise InputError(f"{inputs.shape[0]} inputs but {targets.shape[0]} targets")
+        for label, values in (("names", names), ("notes", notes)):
+            if values is not None and len(values) != inputs.shape[0]:
+                raise InputError(f"{len(values)} {label} for {inputs.shape[0]} inputs; give one per input")
         self.name = name
         self.split = split
         self.inputs = inputs.float().contiguous()
         self.targets = targets.long().contiguous()
         self.class_names = list(class_names)
         self.metadata = dict(metadata or {})
+        self.names = None if names is None else [str(n) for n in names]
+        self.notes = None if notes is None else [str(n) for n in notes]
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
@@ -44,13 +56,21 @@ class ArrayDataset:
         return tuple(self.inputs.shape[1:])
 
     def truth(self, i: int) -> dict[str, Any]:
-        """What is known about item ``i``: its target and class name."""
+        """What is known about item ``i``: its target and class name (None for target -1), and its
+        ``name`` and ``note`` when the dataset has them."""
         target = int(self.targets[i])
-        return {"index": int(i), "target": target, "class_name": self.class_names[target]}
+        out = {"index": int(i), "target": target, "class_name": self.class_names[target] if target >= 0 else None}
+        if self.names is not None:
+            out["name"] = self.names[i]
+        if self.notes is not None:
+            out["note"] = self.notes[i]
+        return out
 
     def __repr__(self) -> str:
+        classes = (self.class_names if len(self.class_names) <= 12
+                   else f"{len(self.class_names)} ({', '.join(self.class_names[:3])}, ...)")
         return (f"{type(self).__name__}({self.name!r}, split={self.split!r}, n={len(self)},"
-                f" input_shape={self.input_shape}, classes={self.class_names})")
+                f" input_shape={self.input_shape}, classes={classes})")
 
 
 class PlantedDataset(ArrayDataset):

