@@ -1,178 +1,781 @@
-"""The ``uxai`` command line."""
+"""The ``uxai`` command line.
+
+Bad input (every :class:`~unified_xai.core.errors.UXAIError`, a missing file, a usage error) prints one
+line ``error: <what is wrong and how to fix it>`` on stderr and exits with status 2; an unexpected
+exception prints one line and exits with status 1. ``uxai --debug ...`` adds the traceback. Both the
+``uxai`` entry point and ``app()`` go through :class:`UXAIGroup.main`, so tests see the same behaviour.
+
+Every ``explain`` run writes to its own folder ``OUT/<model>/<method>[-<non-default settings>]/``
+(``explanation.h5`` and one ``<input name>.png`` per input): runs with other models, methods or
+settings never overwrite each other, and a rerun with identical settings replaces its own folder.
+"""
 from __future__ import annotations
 
 import ast
+import hashlib
+import importlib
+import inspect
 import os
+import re
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(help="unified-xai: where a classifier looks, at what wavelet scale, which concept.",
-                  no_args_is_help=True, add_completion=False)
+import unified_xai as ux
+from .core.errors import InputError, ParameterError, UnknownNameError, UXAIError
+from .core.storage import atomic_write, clean_stale_temporaries
 
-# the best registered method first; the demo and `explain` default to the first available
+#: the best registered method first; ``explain`` and the demo default to the first available
 PREFERRED_METHODS = ("wam", "saliency")
+DEFAULT_N = 4
+#: the real ImageNet model and its photos, shown first by the demo when installed
+REAL_MODEL, REAL_DATASET = "efficientnet-lite0-imagenet", "photos"
+#: cheap settings for the demo on the real model (a few seconds per photo on a laptop CPU)
+REAL_DEMO = ("wam", {"variant": "smoothgrad", "n_samples": 8})
+#: explainer parameters that change speed or memory, never the result: left out of run folder names
+_NOT_IN_NAMES = ("batch_size",)
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+_STATE = {"debug": False}
 
 
+# --------------------------------------------------------------------------- errors, once for every command
+class UXAIGroup(TyperGroup):
+    """The ``uxai`` command group: one-line errors with exit status 2 for bad input (see module doc)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        args = list(sys.argv[1:] if args is None else args)
+        debug = "--debug" in args or os.environ.get("UXAI_DEBUG", "") not in ("", "0")
+        if "--debug" in args:  # a global option, accepted anywhere on the line
+            args = ["--debug"] + [a for a in args if a != "--debug"]
+        _STATE["debug"] = debug
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            code = _run_guarded(lambda: super(UXAIGroup, self).main(
+                args=args, prog_name="uxai", complete_var=complete_var, standalone_mode=False,
+                **extra), debug)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _click_classes(name: str) -> tuple:
+    """``name`` (Exit, Abort, ClickException) from click and from typer's own copy of it (typer >= 0.16)."""
+    found = [getattr(typer, name)] if hasattr(typer, name) else []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(dict.fromkeys(found))
+
+
+_EXIT, _ABORT, _USAGE = _click_classes("Exit"), _click_classes("Abort"), _click_classes("ClickException")
+
+
+def _run_guarded(call, debug: bool) -> int:
+    """Run the click command; return its exit status after printing any error as one line."""
+    try:
+        result = call()
+    except _EXIT as exc:
+        return exc.exit_code
+    except _USAGE as exc:  # usage errors: bad option values, missing arguments
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `uxai` alone: the help (rich prints it while building it)
+            if exc.format_message().strip():
+                typer.echo(exc.format_message())
+            return exc.exit_code
+        hint = ""
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None:
+            hint = f" (see '{ctx.command_path} --help')"
+        _error(exc.format_message() + hint)
+        return exc.exit_code
+    except _ABORT:
+        _error("aborted")
+        return 1
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except (UXAIError, OSError) as exc:  # bad input, or a file that cannot be read or written
+        if debug:
+            traceback.print_exc()
+        _error(_message(exc))
+        return 2
+    except Exception as exc:  # noqa: BLE001  (anything else is a bug: say so in one line)
+        if debug:
+            traceback.print_exc()
+            _error(f"{type(exc).__name__}: {_message(exc)}")
+        else:
+            _error(f"{type(exc).__name__}: {_message(exc)} (an unexpected error; run with --debug for the traceback)")
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc) if str(exc) else type(exc).__name__
+    return " ".join(text.split())  # one line, whatever the message holds
+
+
+def _error(message: str) -> None:
+    typer.echo(typer.style("error:", fg="red", bold=True) + " " + message, err=True)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    where = f" [{category.__name__} at {filename}:{lineno}]" if _STATE["debug"] else ""
+    typer.echo(typer.style("warning:", fg="yellow", bold=True) + " " + _message(message) + where, err=True)
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"uxai (unified-xai) {ux.__version__}")
+        raise typer.Exit()
+
+
+app = typer.Typer(cls=UXAIGroup, help="unified-xai: where a classifier looks, at what wavelet scale, which concept.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="show the traceback of errors (also UXAI_DEBUG=1)"),
+          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")):
+    """unified-xai: where a classifier looks, at what wavelet scale, which concept."""
+    _STATE["debug"] = _STATE["debug"] or debug
+
+
+def main(args: Optional[List[str]] = None, standalone_mode: bool = True):
+    """The ``uxai`` entry point; returns the exit status when ``standalone_mode`` is False."""
+    return typer.main.get_command(app).main(args=args, prog_name="uxai", standalone_mode=standalone_mode)
+
+
+# --------------------------------------------------------------------------- option parsing
 def _console():
     from rich.console import Console
 
-    return Console(soft_wrap=True)  # paths must stay copyable, never wrapped
+    return Console(soft_wrap=True, highlight=False)  # paths must stay copyable, never wrapped
 
 
 def _default_method() -> str:
-    import unified_xai as ux
-
     names = ux.list_explainers()
     return next(m for m in PREFERRED_METHODS if m in names)
 
 
-def _parse_params(items: List[str]) -> dict:
-    params = {}
+def _parse_value(raw: str) -> Any:
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        lowered = raw.strip().lower()
+        if lowered in ("none", "null"):
+            return None
+        if lowered in ("true", "false"):
+            return lowered == "true"
+        return raw  # a bare word such as smoothgrad
+
+
+def _parse_params(items: Optional[List[str]]) -> dict:
+    params: dict = {}
     for item in items or []:
-        if "=" not in item:
-            raise typer.BadParameter(f"--param takes NAME=VALUE, got {item!r}")
-        key, raw = item.split("=", 1)
-        try:
-            params[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            params[key] = raw  # a bare word such as smoothgrad
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ParameterError(f"--param takes NAME=VALUE (e.g. -p n_samples=16), got {item!r}")
+        if key in params:
+            raise ParameterError(f"--param {key} is given twice; give each parameter once")
+        params[key] = _parse_value(raw)
     return params
+
+
+def parse_input_shape(raw: Optional[str]) -> Optional[tuple]:
+    """``"3,224,224"`` -> ``(3, 224, 224)``; ``none`` (or ``any``) for a free spatial size."""
+    if raw is None:
+        return None
+    usage = ("--input-shape takes C,SPATIAL... with 1 to 3 spatial sizes, e.g. 3,224,224 (image), 1,16000"
+             " (audio) or 1,32,32,32 (volume); 'none' for a free spatial size (3,none,none)")
+    parts = [p for p in re.split(r"[,x×\s]+", raw.strip().lower()) if p]
+    if not 2 <= len(parts) <= 4:
+        raise ParameterError(f"{usage}; got {raw!r}")
+    shape: list = []
+    for i, part in enumerate(parts):
+        if part in ("none", "any", "?", "*") and i > 0:
+            shape.append(None)
+            continue
+        if not re.fullmatch(r"[0-9]+", part) or int(part) < 1:
+            what = "the channel count" if i == 0 else f"spatial size {i}"
+            raise ParameterError(f"{usage}; {what} is {part!r}, not a positive integer, in {raw!r}")
+        shape.append(int(part))
+    return tuple(shape)
+
+
+def _parse_batch_size(raw: Optional[str]):
+    if raw is None:
+        return None
+    if raw.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ParameterError(f"--batch-size takes a positive integer or 'auto' (probe the fastest size), got {raw!r}")
+    return value
+
+
+def check_device(device: str) -> str:
+    """Refuse a device this machine does not have, in the command line's words."""
+    import torch
+
+    if device == "auto":
+        return device
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ParameterError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ParameterError(f"--device {device}: this machine has no CUDA GPU visible to torch;"
+                                 f" use --device cpu (or auto, which picks a GPU when there is one)")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ParameterError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s),"
+                                 f" cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    elif resolved.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ParameterError(f"--device {device}: Apple MPS is not available here; use --device cpu")
+    elif resolved.type != "cpu":
+        raise ParameterError(f"--device {device!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def _parse_targets(raw: Optional[List[str]]) -> Optional[list]:
+    """Indices as ints, anything else as class names (the adapter matches them, case-insensitive)."""
+    if not raw:
+        return None
+    targets: list = []
+    for item in raw:
+        for part in [p.strip() for p in item.split(",")] if "," in item and _all_ints(item) else [item.strip()]:
+            targets.append(int(part) if re.fullmatch(r"[+-]?\d+", part) else part)
+    return targets
+
+
+def _all_ints(text: str) -> bool:
+    return all(re.fullmatch(r"\s*[+-]?\d+\s*", p) for p in text.split(","))
+
+
+def _looks_like_factory(name: Optional[str]) -> bool:
+    return bool(name) and ":" in name and not name.startswith("timm:") and not os.path.exists(name)
+
+
+def load_model_from_cli(model: str, *, arch: Optional[str] = None, input_shape: Optional[tuple] = None,
+                        device: str = "auto", batch_size=None, progress: bool = True,
+                        sample_rate: Optional[float] = None):
+    """``ux.data.load_model`` with the command line's options (``module:factory`` importable from the cwd)."""
+    if _looks_like_factory(model) or _looks_like_factory(arch):
+        cwd = os.getcwd()
+        if cwd not in sys.path:
+            sys.path.insert(0, cwd)
+        importlib.invalidate_caches()
+    if Path(model).suffix.lower() in CHECKPOINT_SUFFIXES and not Path(model).exists():
+        raise InputError(f"checkpoint file {model!r} does not exist (relative to {os.getcwd()})")
+    kwargs: dict = {"device": device, "progress": None if progress else False}
+    if batch_size is not None:
+        kwargs["batch_size"] = batch_size
+    if input_shape is not None:
+        kwargs["input_shape"] = input_shape
+    if arch is not None:
+        kwargs["arch"] = arch
+    if sample_rate is not None:
+        kwargs["sample_rate"] = sample_rate
+    try:
+        return ux.data.load_model(model, **kwargs)
+    except ParameterError as exc:
+        text = str(exc)
+        hints = []  # the library's words are keyword arguments; add the command line's options
+        if "arch=" in text:
+            hints.append("--arch ARCH")
+        if "input_shape=" in text:
+            hints.append("--input-shape C,SPATIAL... (e.g. 3,224,224; none for a free size)")
+        if hints:
+            raise ParameterError(f"{text} — on the command line: {' and '.join(hints)}") from exc
+        raise
+
+
+# --------------------------------------------------------------------------- run folders
+def _slug(text: str, limit: int = 96) -> str:
+    slug = re.sub(r"[^A-Za-z0-9._+=-]+", "_", str(text)).strip("._-") or "x"
+    if len(slug) > limit:
+        slug = slug[: limit - 9].rstrip("._-") + "-" + _digest(text)[:8]
+    return slug
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def _shape_label(shape) -> str:
+    return "x".join("any" if s is None else str(s) for s in shape)
+
+
+def _is_path(name: str) -> bool:
+    return Path(name).suffix.lower() in CHECKPOINT_SUFFIXES or os.path.sep in name or os.path.exists(name)
+
+
+def model_folder_name(model: str, arch: Optional[str] = None, input_shape: Optional[tuple] = None,
+                      sample_rate: Optional[float] = None) -> str:
+    """The model part of a run folder: the model id (a checkpoint also by where it is) and its options."""
+    if model not in ux.data.list_models() and not model.startswith("timm:") and _is_path(model):
+        base = f"{Path(model).stem}-{_digest(str(Path(model).resolve()))[:6]}"
+    else:
+        base = model
+    parts = [base]
+    if arch:
+        parts.append(f"arch_{arch}")
+    if input_shape is not None:
+        parts.append(_shape_label(input_shape))
+    if sample_rate is not None:
+        parts.append(f"sr{sample_rate:g}")
+    return _slug("-".join(parts))
+
+
+def _same(a, b) -> bool:
+    if a is None or b is None:
+        return a is b
+    if isinstance(a, bool) != isinstance(b, bool):
+        return False
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001  (tensors and arrays: compare as plain data)
+        return repr(a) == repr(b)
+
+
+def non_default_settings(explainer_cls, config: dict, given: dict) -> list[tuple[str, Any]]:
+    """(name, value) of the parameters given explicitly with a value other than the default, in spec order."""
+    out = []
+    for key, spec in explainer_cls.params.items():
+        if key not in given or key in _NOT_IN_NAMES:
+            continue
+        default = spec.validate(key, spec.default, explainer_cls.name)
+        if not _same(config[key], default):
+            out.append((key, config[key]))
+    return out
+
+
+def _setting_label(key: str, value: Any, spec) -> str:
+    if isinstance(value, str) and spec is not None and spec.choices is not None:
+        return value  # wam-smoothgrad, sobol-blur
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{key}{value:g}" if isinstance(value, float) else f"{key}{value}"
+    return f"{key}_{value}"
+
+
+def run_folder_name(method: str, explainer_cls, settings: list[tuple[str, Any]], extras: list[str]) -> str:
+    labels = [method] + [_setting_label(k, v, explainer_cls.params.get(k)) for k, v in settings] + extras
+    return _slug("-".join(labels), limit=120)
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        base = _slug(name, limit=80)
+        count = seen.get(base.lower(), 0)
+        seen[base.lower()] = count + 1
+        out.append(base if count == 0 else f"{base}-{count + 1}")
+    return out
+
+
+# --------------------------------------------------------------------------- one explanation run
+@dataclass
+class RunResult:
+    folder: Path
+    h5: Path
+    pngs: list
+    explanation: Any
+    names: list
+    probabilities: Any  # (B, K) softmax of the model's outputs on the inputs
+
+
+def explain_to_folder(adapter, x, names: list[str], method: str, params: dict, folder: Path,
+                      targets=None) -> RunResult:
+    """Explain ``x`` and write ``folder/explanation.h5`` plus one ``<name>.png`` per input (atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    explainer = ux.create(method, adapter, **params)
+    explanation = explainer.explain(x, targets=targets)
+    with torch.no_grad():
+        probabilities = torch.softmax(adapter.predict(explanation.inputs).float(), dim=1).cpu()
+    folder.mkdir(parents=True, exist_ok=True)
+    h5_path = folder / "explanation.h5"
+    explanation.save(h5_path)
+    pngs = []
+    for i, name in enumerate(_unique_names(names)):
+        fig = explanation.plot(i)
+        path = folder / f"{name}.png"
+        try:
+            with atomic_write(path) as handle:
+                fig.savefig(handle, format="png", dpi=100)
+        finally:
+            plt.close(fig)
+        pngs.append(path)
+    kept = {p.name for p in pngs}
+    for old in folder.glob("*.png"):  # figures of an earlier run of these settings on other inputs
+        if old.name not in kept:
+            old.unlink(missing_ok=True)
+    return RunResult(folder, h5_path, pngs, explanation, names, probabilities)
+
+
+def _format_value(value: Any, width: int = 40) -> str:
+    text = repr(value)
+    if hasattr(value, "shape") and not isinstance(value, (int, float)):
+        text = f"<tensor {tuple(value.shape)}>"
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def print_run_summary(console, result: RunResult, adapter, method: str, settings: list, notes: list[str],
+                      seconds: float) -> None:
+    """Targets (with class names), parameters, elapsed time, conversions and the paths written."""
+    from rich.markup import escape
+
+    explanation = result.explanation
+    n = len(explanation)
+    console.print(f"[bold]explained[/bold] {n} input{'s' if n != 1 else ''} of {escape(adapter.name)} with"
+                  f" {escape(method)} in {explanation.elapsed:.1f} s ({seconds:.1f} s with loading and writing;"
+                  f" device {adapter.device})")
+    changed = {k for k, _ in settings}
+    items = [f"{k}={_format_value(v)}" + ("*" if k in changed else "") for k, v in explanation.params.items()]
+    console.print("[bold]parameters:[/bold] " + escape(", ".join(items))
+                  + (" (* set by you)" if changed else " (all defaults)"))
+    if notes:
+        console.print("[bold]conversions:[/bold]")
+        for note in notes:
+            console.print("  " + escape(note))
+    console.print(f"[bold]written:[/bold] {escape(str(result.h5))}")
+    targets = explanation.targets.cpu().tolist()
+    names = explanation.target_names
+    for i, path in enumerate(result.pngs):
+        t = int(targets[i])
+        p = float(result.probabilities[i, t])
+        predicted = int(result.probabilities[i].argmax())
+        other = f"{predicted} {explanation.class_name(predicted)!r}" if explanation.class_names else str(predicted)
+        why = "predicted" if predicted == t else f"asked for; predicted {other}"
+        label = f" {names[i]!r}" if explanation.class_names else ""
+        chance = f"{p:.2f}" if p >= 0.01 else f"{p:.0e}"
+        console.print(f"  {escape(str(path))}  target {t}{escape(label)} ({escape(why)}, p={chance})")
+
+
+# --------------------------------------------------------------------------- commands
+_MODEL_HELP = "built-in name (uxai list), timm:<name>, a checkpoint path (.pt) or module:factory"
+_SHAPE_HELP = "input shape C,SPATIAL... e.g. 3,224,224 or 1,16000; none for a free size (3,none,none)"
+_ARCH_HELP = "architecture of a plain state_dict checkpoint: built-in arch or model, timm:<name> or module:factory"
 
 
 @app.command("list")
 def list_command():
     """List registered explainers and built-in models and datasets."""
-    import unified_xai as ux
-
     console = _console()
-    console.print("[bold]explainers:[/bold] " + ", ".join(ux.list_explainers()))
+    console.print("[bold]explainers:[/bold] " + ", ".join(ux.list_explainers()) + "  (uxai describe METHOD)")
     console.print("[bold]built-in models:[/bold] " + ", ".join(ux.data.list_models()))
     console.print("[bold]built-in datasets:[/bold] " + ", ".join(ux.data.list_datasets()))
-    console.print("models also load as timm:<name>, a checkpoint path (.pt) or module:factory")
+    console.print("models also load as timm:<name>, a checkpoint path (.pt, with --arch for a plain state_dict)"
+                  " or module:factory (importable from the current folder, with --input-shape)")
+
+
+def _doc_paragraph(cls) -> str:
+    doc = inspect.getdoc(cls) or ""
+    return _plain_rst(" ".join(doc.split("\n\n")[0].split()))
+
+
+def _plain_rst(text: str) -> str:
+    text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text)
+    return text.replace("``", "")
+
+
+def docstring_params(cls) -> dict[str, str]:
+    """``name : text`` entries of a numpy-style ``Parameters`` section (several names may share one)."""
+    doc = inspect.getdoc(cls) or ""
+    match = re.search(r"^Parameters\n-+\n(.*?)(?:\n\s*\n|\Z)", doc, flags=re.S | re.M)
+    if not match:
+        return {}
+    entries: list[list] = []
+    for line in match.group(1).splitlines():
+        pieces = re.split(r"\s{2,}(?=[\w, ]+ : )", line.strip()) if not line.startswith(" ") else [line]
+        for piece in pieces:
+            head = re.match(r"^([A-Za-z_][\w]*(?:, [A-Za-z_]\w*)*) : (.*)$", piece.strip())
+            if head and not piece.startswith(" "):
+                entries.append([[n.strip() for n in head.group(1).split(",")], head.group(2).strip()])
+            elif entries:
+                entries[-1][1] += " " + piece.strip()
+    return {name: _plain_rst(text) for names, text in entries for name in names}
 
 
 @app.command()
-def info(model: str = typer.Argument(..., help="built-in name, timm:<name>, checkpoint path or module:factory")):
-    """Show a model's layers with their output shapes (the names every layer option takes)."""
-    import unified_xai as ux
+def describe(method: str = typer.Argument(..., help="explainer name (see `uxai list`)")):
+    """Show an explainer's parameters: default, allowed values and what they do."""
+    from rich.markup import escape
+
+    cls = ux.core.registry.get_explainer_class(method)
+    console = _console()
+    console.print(f"[bold]{escape(method)}[/bold]: {escape(_doc_paragraph(cls))}")
+    modalities = getattr(cls, "modalities", ())
+    if modalities:
+        console.print(f"inputs: {', '.join(modalities)}")
+    from_doc = docstring_params(cls)
+    rows = [(name, repr(spec.default), spec.describe(), spec.doc or from_doc.get(name, ""))
+            for name, spec in cls.params.items()]
+    console.print(f"[bold]parameters[/bold] (set with -p NAME=VALUE):" if rows else "no parameters")
+    width = max((len(r[0]) for r in rows), default=0)
+    dwidth = max((len(r[1]) for r in rows), default=0)
+    for name, default, allowed, doc in rows:
+        console.print(f"  {escape(name.ljust(width))}  default {escape(default.ljust(dwidth))}  {escape(allowed)}")
+        if doc:
+            console.print(f"  {' ' * width}  {escape(doc)}")
+    example = next(((k, s.default) for k, s in cls.params.items() if isinstance(s.default, int)
+                    and not isinstance(s.default, bool)), None)
+    tail = f" -p {example[0]}={example[1]}" if example else ""
+    console.print(f"example: uxai explain planted-image --method {escape(method)}{escape(tail)}")
+
+
+@app.command()
+def info(model: str = typer.Argument(..., help=_MODEL_HELP),
+         arch: Optional[str] = typer.Option(None, "--arch", help=_ARCH_HELP),
+         input_shape: Optional[str] = typer.Option(None, "--input-shape", help=_SHAPE_HELP),
+         device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda:0 ...")):
+    """Show a model's layers with their output shapes (the names --layer takes) and its classes."""
+    from rich.markup import escape
     from rich.table import Table
 
-    adapter = ux.data.load_model(model, progress=False)
+    shape = parse_input_shape(input_shape)
+    adapter = load_model_from_cli(model, arch=arch, input_shape=shape, device=check_device(device), progress=False)
     table = Table(title=f"{adapter.name}: input {adapter.input_shape} ({adapter.modality}) on {adapter.device}")
     for column in ("layer", "type", "output shape"):
         table.add_column(column)
-    for name, kind, shape in adapter.layer_shapes():
-        table.add_row(name, kind, str(tuple(shape)))
-    _console().print(table)
+    for name, kind, out_shape in adapter.layer_shapes():
+        table.add_row(name, kind, str(tuple(out_shape)))
+    console = _console()
+    console.print(table)
+    names = adapter.class_names
+    if names:
+        shown = ", ".join(f"{i} {c}" for i, c in enumerate(names[:12])) + (", ..." if len(names) > 12 else "")
+        console.print(f"[bold]classes[/bold] ({len(names)}, --target takes an index or a name): {escape(shown)}")
 
 
-def _explain_and_write(adapter, x, method: str, params: dict, out: Path, stem: str, targets=None) -> tuple[Path, Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    import unified_xai as ux
-
-    explainer = ux.create(method, adapter, **params)
-    explanation = explainer.explain(x, targets=targets)
-    explanation.inputs = adapter.check_input(x).detach()
-    out.mkdir(parents=True, exist_ok=True)
-    h5_path = out / f"{stem}.h5"
-    explanation.save(h5_path)
-    png_path = out / f"{stem}.png"
-    figures = [explanation.plot(index=i) for i in range(len(explanation))]
-    _save_figures(figures, png_path)
-    for fig in figures:
-        plt.close(fig)
-    return h5_path, png_path
+def _builtin_dataset(model: str, arch: Optional[str] = None) -> Optional[str]:
+    """The built-in test set that fits ``model`` (or the built-in model or architecture ``arch`` names)."""
+    specs = getattr(ux.data, "BUILTIN_MODELS", {})
+    datasets = ux.data.list_datasets()
+    for name in (model, arch):
+        if not name:
+            continue
+        spec = specs.get(name) or next((s for s in specs.values() if s.get("arch") == name), None) or {}
+        if spec.get("dataset") in datasets:
+            return spec["dataset"]
+        if name in datasets:
+            return name
+    return None
 
 
-def _save_figures(figures, path: Path) -> None:
-    """Stack per-item figures vertically into one PNG (written atomically)."""
-    import io
+def _dataset_names(ds, start: int, count: int, split: str) -> list[str]:
+    """Names of dataset items for their figures: the dataset's own when it has them, else ``test-007``."""
+    names = getattr(ds, "names", None)
+    if names is None:
+        names = getattr(ds, "metadata", {}).get("names")
+    if isinstance(names, (list, tuple)) and len(names) == len(ds):
+        return [str(n) for n in names[start:start + count]]
+    return [f"{split}-{i:03d}" for i in range(start, start + count)]
 
-    import numpy as np
-    from PIL import Image
 
-    from .core.storage import atomic_write
+def _check_method_options(method: str, params: dict, seed: Optional[int], layer: Optional[str]):
+    """The explainer class, with --seed/--layer folded into ``params`` (refused where meaningless)."""
+    cls = ux.core.registry.get_explainer_class(method)
+    for old, new in (getattr(cls, "aliases", None) or {}).items():  # deprecated names: warn once, use the new
+        if old in params:
+            if new in params:
+                raise ParameterError(f"{method}: -p {old} is the old name of {new!r}; give only -p {new}=...")
+            warnings.warn(f"{method}: parameter {old!r} is deprecated, use {new!r}", FutureWarning)
+            params[new] = params.pop(old)
+    for option, key, value in (("--seed", "seed", seed), ("--layer", "layer", layer)):
+        if value is None:
+            continue
+        if key not in cls.params:
+            takers = [m for m in ux.list_explainers() if key in ux.core.registry.get_explainer_class(m).params]
+            raise ParameterError(f"{option}: {method} takes no {key}; methods that take one: {', '.join(takers)}")
+        if key in params and params[key] != value:
+            raise ParameterError(f"{option} {value} and -p {key}={params[key]} disagree; give the {key} once")
+        params[key] = value
+    ux.core.registry.validate_params(method, cls.params, params)  # fail before any model is loaded
+    return cls
 
-    images = []
-    for fig in figures:
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=80)
-        buffer.seek(0)
-        images.append(np.asarray(Image.open(buffer).convert("RGB")))
-    width = max(i.shape[1] for i in images)
-    padded = [np.pad(i, ((0, 0), (0, width - i.shape[1]), (0, 0)), constant_values=255) for i in images]
-    with atomic_write(path) as handle:
-        Image.fromarray(np.concatenate(padded)).save(handle, format="PNG")
+
+def _input_tag(paths: list[Path]) -> str:
+    stems = paths[0].stem + (f"+{len(paths) - 1}" if len(paths) > 1 else "")
+    key = "\n".join(str(p.resolve()) for p in paths)
+    return f"on_{stems}-{_digest(key)[:6]}"
+
+
+def _target_tag(targets: list) -> str:
+    unique = list(dict.fromkeys(targets))
+    text = "+".join(str(t) for t in (unique if len(unique) == 1 else targets))
+    return "target_" + (text if len(text) <= 40 else _digest(text)[:8])
 
 
 @app.command()
 def explain(
-    model: str = typer.Argument(..., help="built-in name, timm:<name>, checkpoint path or module:factory"),
-    inputs: Optional[List[Path]] = typer.Argument(None, help="image, wav, .npy or .pt files; default: the model's built-in test set"),
-    method: Optional[str] = typer.Option(None, "--method", "-m", help="explainer name (see `uxai list`)"),
-    variant: Optional[str] = typer.Option(None, help="shortcut for --param variant=..."),
+    model: str = typer.Argument(..., help=_MODEL_HELP),
+    inputs: Optional[List[Path]] = typer.Argument(None, help="image, audio, NIfTI, .npy or .pt files;"
+                                                  " default: the model's built-in test set"),
+    method: Optional[str] = typer.Option(None, "--method", "-m", help="explainer name (uxai list, uxai describe)"),
+    variant: Optional[str] = typer.Option(None, "--variant", help="shortcut for --param variant=..."),
     param: Optional[List[str]] = typer.Option(None, "--param", "-p", help="explainer parameter NAME=VALUE (repeatable)"),
-    target: Optional[List[int]] = typer.Option(None, "--target", "-t", help="class to explain (default: predicted)"),
-    n: int = typer.Option(4, help="how many built-in test inputs when no INPUTS are given"),
-    out: Path = typer.Option(Path("uxai-out"), help="output folder"),
-    batch_size: int = typer.Option(16, help="perturbed samples per model call"),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda:0 ..."),
-    progress: bool = typer.Option(True, help="progress bars on a terminal"),
+    target: Optional[List[str]] = typer.Option(None, "--target", "-t", help="class to explain: an index or a class"
+                                               " name (repeat for one per input); default: the predicted class"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="random seed of explainers that draw noise or designs"),
+    layer: Optional[str] = typer.Option(None, "--layer", help="layer of explainers that take one (uxai info MODEL)"),
+    n: Optional[int] = typer.Option(None, "--n", "-n", help=f"how many built-in test inputs without INPUTS"
+                                    f" [default: {DEFAULT_N}]"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="built-in dataset to explain without INPUTS"
+                                          " (default: the model's own)"),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape", help=_SHAPE_HELP),
+    arch: Optional[str] = typer.Option(None, "--arch", help=_ARCH_HELP),
+    sample_rate: Optional[float] = typer.Option(None, "--sample-rate", help="the model's audio sample rate in Hz"),
+    out: Path = typer.Option(Path("uxai-out"), "--out", "-o", help="output folder (one subfolder per run setting)"),
+    batch_size: Optional[str] = typer.Option(None, "--batch-size", help="samples per model call: an integer or"
+                                             " auto [default: the adapter's, 16]"),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda:0 ..."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars on a terminal"),
 ):
-    """Explain inputs with one method; writes the Explanation (HDF5) and a figure (PNG)."""
-    import unified_xai as ux
-    from .io import load_inputs
-
-    adapter = ux.data.load_model(model, device=device, batch_size=batch_size, progress=None if progress else False)
-    if inputs:
-        x = load_inputs(inputs, adapter.input_shape)
-        stem_base = inputs[0].stem if len(inputs) == 1 else f"{inputs[0].stem}+{len(inputs) - 1}"
-    else:
-        if model not in ux.data.list_datasets():
-            raise typer.BadParameter(f"give INPUTS files: {model!r} has no built-in dataset")
-        x, _ = ux.data.load_dataset(model, split="test")[:n]
-        stem_base = f"{model}-test"
+    """Explain inputs with one method; writes OUT/<model>/<method-settings>/explanation.h5 and a PNG per input."""
+    start = time.perf_counter()
+    # everything checkable without the model first: bad options fail in a fraction of a second
+    shape = parse_input_shape(input_shape)
+    chunk = _parse_batch_size(batch_size)
+    check_device(device)
+    if n is not None and n < 1:
+        raise ParameterError(f"--n must be at least 1 (how many built-in test inputs to explain), got {n}")
+    if inputs and n is not None:
+        raise ParameterError("--n picks built-in test inputs; with INPUT files every file is explained (drop --n)")
+    if inputs and dataset is not None:
+        raise ParameterError("give either INPUT files or --dataset, not both")
+    for path in inputs or []:
+        if not path.exists():
+            raise InputError(f"input file {str(path)!r} does not exist (relative to {os.getcwd()})")
     method = method or _default_method()
     params = _parse_params(param)
     if variant is not None:
+        if "variant" in params and params["variant"] != variant:
+            raise ParameterError(f"--variant {variant} and -p variant={params['variant']} disagree; give it once")
         params["variant"] = variant
-    h5_path, png_path = _explain_and_write(adapter, x, method, params, out, f"{stem_base}-{method}", targets=target or None)
+    cls = _check_method_options(method, params, seed, layer)
+    targets = _parse_targets(target)
+    removed = clean_stale_temporaries(out, depth=2)
+
+    adapter = load_model_from_cli(model, arch=arch, input_shape=shape, device=device, batch_size=chunk,
+                                  progress=progress, sample_rate=sample_rate)
+    extras: list[str] = []
+    notes: list[str] = []
+    if inputs:
+        from .io import load_inputs
+
+        loaded = load_inputs(list(inputs), adapter)
+        x, names, notes = loaded.x, list(loaded.names), list(loaded.notes)
+        extras.append(_input_tag(list(inputs)))
+    else:
+        own = _builtin_dataset(model, arch)
+        name = dataset or own
+        if name is None:
+            raise InputError(f"give INPUT files: {model!r} has no built-in dataset (or explain one with --dataset;"
+                             f" built-in datasets: {', '.join(ux.data.list_datasets())})")
+        ds = ux.data.load_dataset(name, split="test")
+        count = DEFAULT_N if n is None else n
+        if count > len(ds):
+            raise ParameterError(f"--n {count} is more than the {len(ds)} inputs of {name}'s test set;"
+                                 f" give --n between 1 and {len(ds)}")
+        x, _ = ds[:count]
+        names = _dataset_names(ds, 0, count, "test")
+        if dataset is not None and dataset != own:
+            extras.append(f"on_{dataset}")
+        if count != DEFAULT_N:
+            extras.append(f"n{count}")
+    if targets is not None:  # checked (names and range) before the explainer runs; named in the folder
+        targets = adapter.check_targets(targets, adapter.check_input(x)).cpu().tolist()
+        extras.insert(0, _target_tag([adapter.class_names[t] if adapter.class_names else t for t in targets]))
+    explainer_config = ux.core.registry.validate_params(method, cls.params, params)
+    settings = non_default_settings(cls, explainer_config, params)
+    folder = out / model_folder_name(model, arch, shape, sample_rate) / run_folder_name(method, cls, settings, extras)
+    result = explain_to_folder(adapter, x, names, method, params, folder, targets=targets)
     console = _console()
-    console.print(f"explained {x.shape[0]} input(s) of {adapter.name} with {method}")
-    console.print(f"explanation: {h5_path}\nfigure:      {png_path}")
+    if removed:
+        console.print(f"removed {len(removed)} temporary file(s) left by killed runs in {out}")
+    print_run_summary(console, result, adapter, method, settings, notes, time.perf_counter() - start)
 
 
 @app.command()
-def demo(out: Path = typer.Option(Path("uxai-demo"), help="output folder"),
-         n: int = typer.Option(4, help="test inputs per built-in model"),
-         method: Optional[str] = typer.Option(None, help="explainer (default: the best registered one)")):
-    """Explain a few built-in test inputs of every built-in model with the default method."""
-    import unified_xai as ux
+def demo(out: Path = typer.Option(Path("uxai-demo"), "--out", "-o", help="output folder"),
+         n: int = typer.Option(DEFAULT_N, "--n", "-n", help="inputs per model (photos for the real model)"),
+         method: Optional[str] = typer.Option(None, "--method", "-m", help="explainer for every model (default: wam,"
+                                              " cheap SmoothGrad settings on the real model)"),
+         model: Optional[List[str]] = typer.Option(None, "--model", help="only these models (repeatable)")):
+    """The real ImageNet model on built-in photos, then every small built-in model on its test set."""
+    from rich.markup import escape
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    method = method or _default_method()
+    if n < 1:
+        raise ParameterError(f"--n must be at least 1, got {n}")
+    if method is not None:
+        ux.core.registry.get_explainer_class(method)
     console = _console()
+    clean_stale_temporaries(out, depth=2)
+    available = ux.data.list_models()
+    plan = []
+    if REAL_MODEL in available and REAL_DATASET in ux.data.list_datasets():
+        plan.append((REAL_MODEL, REAL_DATASET) + ((method, {}) if method else REAL_DEMO))
+    else:
+        console.print(f"note: the real ImageNet model {REAL_MODEL!r} is not installed here; showing the small"
+                      f" built-in models only")
+    small = [m for m in available if m != REAL_MODEL]
+    plan += [(m, _builtin_dataset(m), method or _default_method(), {}) for m in small if _builtin_dataset(m)]
+    if model:
+        unknown = [m for m in model if m not in {p[0] for p in plan}]
+        if unknown:
+            raise UnknownNameError(f"--model {unknown[0]!r} is not one of the demo's models:"
+                                   f" {', '.join(p[0] for p in plan)}")
+        plan = [p for p in plan if p[0] in model]
+    start = time.perf_counter()
     written = []
-    for name in ux.data.list_models():
-        adapter = ux.data.load_model(name, progress=False)
-        x, y = ux.data.load_dataset(name, split="test")[:n]
-        h5_path, png_path = _explain_and_write(adapter, x, method, {}, out, f"{name}-{method}")
-        accuracy = (adapter.predict(adapter.check_input(x)).argmax(1).cpu() == y).float().mean().item()
-        console.print(f"{name:16s} {method}: {x.shape[0]} inputs (model right on {accuracy:.0%}) -> {png_path}")
-        written.append(h5_path)
-    console.print(f"\n[bold]done.[/bold] Explanations (HDF5) and figures (PNG) are in {out.resolve()}/")
-    console.print("reopen one with: python -c \"import unified_xai as ux; e = ux.Explanation.load('"
-                  f"{written[0]}'); print(e.method, e.where.shape)\"")
-
-
-def main():  # pragma: no cover
-    app()
+    for name, dataset_name, chosen, params in plan:
+        adapter = load_model_from_cli(name, progress=False)
+        ds = ux.data.load_dataset(dataset_name, split="test")
+        count = min(n, len(ds))
+        x, y = ds[:count]
+        names = _dataset_names(ds, 0, count, "test")
+        cls = ux.core.registry.get_explainer_class(chosen)
+        settings = non_default_settings(cls, ux.core.registry.validate_params(chosen, cls.params, params), params)
+        folder = out / model_folder_name(name) / run_folder_name(chosen, cls, settings, [])
+        result = explain_to_folder(adapter, x, names, chosen, params, folder)
+        predicted = result.probabilities.argmax(1)
+        labelled = y >= 0
+        right = ""
+        if bool(labelled.any()):
+            right = f", model right on {(predicted[labelled] == y[labelled]).float().mean().item():.0%}"
+        found = ", ".join(f"{nm}: {tn}" for nm, tn in zip(names, result.explanation.target_names))
+        console.print(f"[bold]{escape(name)}[/bold] {escape(chosen)}"
+                      f"{escape(' ' + ', '.join(f'{k}={v}' for k, v in params.items())) if params else ''}:"
+                      f" {count} input{'s' if count != 1 else ''} in {result.explanation.elapsed:.1f} s{right}")
+        console.print(f"  explained classes: {escape(found)}")
+        console.print(f"  -> {escape(str(result.folder))}/")
+        written.append(result.h5)
+    console.print(f"\n[bold]done[/bold] in {time.perf_counter() - start:.0f} s. Explanations (explanation.h5) and"
+                  f" one figure per input (PNG) are in {escape(str(out.resolve()))}/")
+    if written:
+        console.print("reopen one with: python -c \"import unified_xai as ux; e = ux.Explanation.load('"
+                      f"{escape(str(written[0]))}'); print(e.method, e.where.shape)\"")
 
 
 if __name__ == "__main__":  # pragma: no cover
