@@ -49,7 +49,7 @@ def test_help_everywhere():
 
 def test_no_command_shows_the_help_without_error():
     result = runner.invoke(app, [])
-    assert "Usage" in result.output and "error" not in result.output
+    assert "Usage" in result.output and "error:" not in result.output
 
 
 def test_version():
@@ -168,7 +168,7 @@ def test_main_returns_the_status_without_exiting(capsys):
 @pytest.mark.parametrize("model, method, extra", [
     ("planted-audio", "wam", ["-p", "n_samples=2"]),
     ("planted-volume", "wam", ["-p", "n_samples=2"]),
-    ("digits", "sobol", ["-p", "grid_size=4", "-p", "n_designs=8", "--batch-size", "auto"]),
+    ("digits", "sobol", ["-p", "grid_size=4", "-p", "n_designs=8", "--batch-size", "4"]),
     ("digits", "sobol_wavelet", ["-p", "n_designs=4", "-p", "levels=2", "-p", "grid_size=2"]),
 ])
 def test_explain_builtin(tmp_path, model, method, extra):
@@ -253,6 +253,12 @@ def test_module_factory_from_the_current_folder(tmp_path, monkeypatch):
          "--out", "o", "--no-progress"])
     assert len(list((tmp_path / "o").rglob("explanation.h5"))) == 2
     sys.modules.pop("uxai_cli_factory_models", None)
+
+
+def test_batch_size_auto(tmp_path):
+    _ok(["explain", "digits", "-m", "saliency", "--n", "1", "--batch-size", "auto", "--out", str(tmp_path),
+         "--no-progress"])
+    assert _folders(tmp_path) == ["digits/saliency-n1"]  # the chunk size never changes the result: not named
 
 
 def test_checkpoint_with_arch(tmp_path, files):

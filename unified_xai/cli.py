@@ -614,16 +614,34 @@ def _check_method_options(method: str, params: dict, seed: Optional[int], layer:
     return cls
 
 
+def _synonym_index(target, class_names):
+    """A name that is one of the comma-separated synonyms of exactly one class (ImageNet's ``"tabby, tabby
+    cat"``) becomes that class's index; anything else is left for the adapter to match or refuse."""
+    if not isinstance(target, str) or not class_names:
+        return target
+    key = target.strip().lower()
+    if any(c.lower() == key for c in class_names):
+        return target
+    hits = [i for i, c in enumerate(class_names) if key in (part.strip().lower() for part in c.split(","))]
+    return hits[0] if len(hits) == 1 else target
+
+
 def _input_tag(paths: list[Path]) -> str:
     stems = paths[0].stem + (f"+{len(paths) - 1}" if len(paths) > 1 else "")
     key = "\n".join(str(p.resolve()) for p in paths)
     return f"on_{stems}-{_digest(key)[:6]}"
 
 
-def _target_tag(targets: list) -> str:
-    unique = list(dict.fromkeys(targets))
-    text = "+".join(str(t) for t in (unique if len(unique) == 1 else targets))
-    return "target_" + (text if len(text) <= 40 else _digest(text)[:8])
+def _target_tag(indices: list[int], class_names) -> str:
+    """``target_coarse``, ``target_281+285`` when the names are long, a digest when both are."""
+    def join(values):
+        unique = list(dict.fromkeys(values))
+        return "+".join(str(v) for v in (unique if len(unique) == 1 else values))
+
+    for text in ([join([class_names[t] for t in indices])] if class_names else []) + [join(indices)]:
+        if len(text) <= 40:
+            return "target_" + text
+    return "target_" + _digest(join(indices))[:8]
 
 
 @app.command()
@@ -674,7 +692,10 @@ def explain(
         params["variant"] = variant
     cls = _check_method_options(method, params, seed, layer)
     targets = _parse_targets(target)
+    console = _console()
     removed = clean_stale_temporaries(out, depth=2)
+    if removed:
+        console.print(f"removed {len(removed)} temporary file(s) left by killed runs in {out}")
 
     adapter = load_model_from_cli(model, arch=arch, input_shape=shape, device=device, batch_size=chunk,
                                   progress=progress, sample_rate=sample_rate)
@@ -704,16 +725,24 @@ def explain(
         if count != DEFAULT_N:
             extras.append(f"n{count}")
     if targets is not None:  # checked (names and range) before the explainer runs; named in the folder
+        targets = [_synonym_index(t, adapter.class_names) for t in targets]
         targets = adapter.check_targets(targets, adapter.check_input(x)).cpu().tolist()
-        extras.insert(0, _target_tag([adapter.class_names[t] if adapter.class_names else t for t in targets]))
+        extras.insert(0, _target_tag(targets, adapter.class_names))
     explainer_config = ux.core.registry.validate_params(method, cls.params, params)
     settings = non_default_settings(cls, explainer_config, params)
     folder = out / model_folder_name(model, arch, shape, sample_rate) / run_folder_name(method, cls, settings, extras)
     result = explain_to_folder(adapter, x, names, method, params, folder, targets=targets)
-    console = _console()
-    if removed:
-        console.print(f"removed {len(removed)} temporary file(s) left by killed runs in {out}")
     print_run_summary(console, result, adapter, method, settings, notes, time.perf_counter() - start)
+
+
+def _accuracy_text(ds, predicted: list[int], labels: list[int]) -> str:
+    """``", model right on 3 of 4"``: labelled items only (-1: no class fits), every accepted label counts."""
+    accepted = getattr(ds, "metadata", {}).get("accepted_targets")
+    judged = [(i, p) for i, (p, y) in enumerate(zip(predicted, labels)) if y >= 0]
+    if not judged:
+        return ""
+    right = sum(p in (accepted[i] if accepted else [labels[i]]) for i, p in judged)
+    return f", model right on {right} of {len(judged)}"
 
 
 @app.command()
@@ -759,12 +788,8 @@ def demo(out: Path = typer.Option(Path("uxai-demo"), "--out", "-o", help="output
         settings = non_default_settings(cls, ux.core.registry.validate_params(chosen, cls.params, params), params)
         folder = out / model_folder_name(name) / run_folder_name(chosen, cls, settings, [])
         result = explain_to_folder(adapter, x, names, chosen, params, folder)
-        predicted = result.probabilities.argmax(1)
-        labelled = y >= 0
-        right = ""
-        if bool(labelled.any()):
-            right = f", model right on {(predicted[labelled] == y[labelled]).float().mean().item():.0%}"
-        found = ", ".join(f"{nm}: {tn}" for nm, tn in zip(names, result.explanation.target_names))
+        right = _accuracy_text(ds, result.probabilities.argmax(1).tolist(), y.tolist())
+        found = ", ".join(f"{nm}: {tn!r}" for nm, tn in zip(names, result.explanation.target_names))
         console.print(f"[bold]{escape(name)}[/bold] {escape(chosen)}"
                       f"{escape(' ' + ', '.join(f'{k}={v}' for k, v in params.items())) if params else ''}:"
                       f" {count} input{'s' if count != 1 else ''} in {result.explanation.elapsed:.1f} s{right}")
