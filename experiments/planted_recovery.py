@@ -14,7 +14,7 @@ import time
 import torch
 
 import unified_xai as ux
-from unified_xai.data.checks import explanation_recovery
+from unified_xai.metrics import explanation_recovery
 
 METHODS = {
     "wam:gradient": ("wam", {"variant": "gradient"}),

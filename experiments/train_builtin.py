@@ -5,7 +5,7 @@
 
 Seeded and CPU-only. Prints the test accuracy and, for the planted sets, how well the input
 gradient of each model recovers the planted wavelet scale and place (see
-``unified_xai.data.checks``), plus two cheap proxies of the Sobol checks (removing whole Haar
+``builtin_checks.py``), plus two cheap proxies of the Sobol checks (removing whole Haar
 levels, occluding cells of an 8-per-axis grid). Weights go to ``unified_xai/data/weights/<name>.pt``
 in the library's checkpoint format.
 """
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from unified_xai.data import BUILTIN_MODELS, load_dataset, save_checkpoint
-from unified_xai.data.checks import (gradient_recoverability, level_ablation_recoverability,
+from builtin_checks import (gradient_recoverability, level_ablation_recoverability,
                                      occlusion_recoverability)
 from unified_xai.data.loading import WEIGHTS_DIR, _build
 from unified_xai.data.planted import SPECS, generate_planted
@@ -116,7 +116,7 @@ def planted_figures(model, name: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="all", choices=["all", *BUILTIN_MODELS])
+    parser.add_argument("--model", default="all", choices=["all", *RECIPES])
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's number of epochs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="directory of the weight files")
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    names = list(BUILTIN_MODELS) if args.model == "all" else [args.model]
+    names = list(RECIPES) if args.model == "all" else [args.model]  # the ImageNet model is not trained here
     summary = []
     for name in names:
         print(f"== {name}", flush=True)

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# the built-in models' training diagnostics live with the training script, in experiments/
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
 
 import pytest
 import torch

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import unified_xai as ux
-from unified_xai.data.checks import explanation_recovery
+from unified_xai.metrics import explanation_recovery
 
 PLANTED = ["planted-image", "planted-audio", "planted-volume"]
 

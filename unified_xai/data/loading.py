@@ -416,6 +416,7 @@ def load_model(name: str | os.PathLike, device: str | torch.device = "auto", bat
             raise ParameterError(f"{key!r} is built for audio at {own_rate:g} Hz, not sample_rate={sample_rate:g}:"
                                  f" resample the audio to {own_rate:g} Hz, or leave sample_rate out")
     rate = sample_rate if sample_rate is not None else own_rate
-    return ModelAdapter(built["model"], shape, preprocess=built["preprocess"], class_names=built["class_names"],
+    # a model built here is ours to put in eval mode (a user's own module is left in its mode)
+    return ModelAdapter(built["model"].eval(), shape, preprocess=built["preprocess"], class_names=built["class_names"],
                         device=device, batch_size=batch_size, progress=progress, name=model_name,
                         sample_rate=rate)

@@ -1,4 +1,6 @@
-"""Checks that a model's decisions on a planted dataset are recoverable from its gradients.
+"""Training diagnostics: are a built-in model's decisions on a planted set recoverable from its gradients?
+
+Used by ``train_builtin.py`` to accept a trained model and by the data tests.
 
 For Haar at sizes divisible by ``2**J`` the DWT is orthonormal, so the gradient of the target
 logit w.r.t. the wavelet coefficients (what WAM differentiates) equals the Haar DWT of the
@@ -13,7 +15,7 @@ import numpy as np
 import pywt
 import torch
 
-from .datasets import PlantedDataset
+from unified_xai.data.datasets import PlantedDataset
 
 
 def input_gradients(model: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, targets: torch.Tensor,
@@ -153,34 +155,3 @@ def occlusion_recoverability(model: Callable[[torch.Tensor], torch.Tensor], data
         hits.append(bool(dataset.masks[i][region].any()))
     hits = np.array(hits)
     return {"n": int(len(hits)), "accuracy": float(hits.mean()), "hits": hits}
-
-
-def explanation_recovery(explanation, dataset: PlantedDataset, index: torch.Tensor) -> dict:
-    """How well an Explanation of planted items recovers their ground truth.
-
-    Parameters
-    ----------
-    explanation : explanation of ``dataset.inputs[index]`` for ``dataset.targets[index]``.
-    index : the dataset items that were explained (items without evidence are skipped).
-
-    Returns
-    -------
-    dict with ``n``; ``where_accuracy`` (where-map maximum inside the planted mask); ``mass_ratio``
-    (median share of where-map mass inside the mask over the mask's area share; 1 = chance);
-    ``scale_accuracy`` (largest ``scales`` entry == planted scale; None without ``scales``).
-    """
-    index = torch.as_tensor(index)
-    keep = dataset.has_evidence[index]
-    where = explanation.where.detach().cpu()[keep].flatten(1)
-    masks = dataset.masks[index][keep].flatten(1)
-    n = int(keep.sum())
-    where_hits = masks[torch.arange(n), where.argmax(1)]
-    positive = where.clamp_min(0)
-    inside = (positive * masks).sum(1) / positive.sum(1).clamp_min(1e-30)
-    mass_ratio = inside / masks.float().mean(1)
-    result = {"n": n, "where_accuracy": float(where_hits.float().mean()),
-              "mass_ratio": float(mass_ratio.median()), "scale_accuracy": None}
-    if explanation.scales is not None:
-        predicted = explanation.scales.detach().cpu()[keep].argmax(1)
-        result["scale_accuracy"] = float((predicted == dataset.scales[index][keep]).float().mean())
-    return result

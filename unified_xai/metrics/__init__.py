@@ -1,0 +1,7 @@
+"""Metrics that judge explanations. Today: recovery of planted ground truth (where, scale).
+
+The faithfulness metrics (Deletion, Insertion, mu-Fidelity) and stability will live here too.
+"""
+from .recovery import explanation_recovery, mass_ratio, pointing_game, top_scale_hits
+
+__all__ = ["explanation_recovery", "mass_ratio", "pointing_game", "top_scale_hits"]
