@@ -592,6 +592,12 @@ def _dataset_names(ds, start: int, count: int, split: str) -> list[str]:
     return [f"{split}-{i:03d}" for i in range(start, start + count)]
 
 
+def _check_out(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise ParameterError(f"--out {str(out)!r} is a file; give a folder (it is created when missing)")
+    return out
+
+
 def _check_method_options(method: str, params: dict, seed: Optional[int], layer: Optional[str]):
     """The explainer class, with --seed/--layer folded into ``params`` (refused where meaningless)."""
     cls = ux.core.registry.get_explainer_class(method)
@@ -675,6 +681,7 @@ def explain(
     shape = parse_input_shape(input_shape)
     chunk = _parse_batch_size(batch_size)
     check_device(device)
+    _check_out(out)
     if n is not None and n < 1:
         raise ParameterError(f"--n must be at least 1 (how many built-in test inputs to explain), got {n}")
     if inputs and n is not None:
@@ -757,6 +764,7 @@ def demo(out: Path = typer.Option(Path("uxai-demo"), "--out", "-o", help="output
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if n < 1:
         raise ParameterError(f"--n must be at least 1, got {n}")
+    _check_out(out)
     if method is not None:
         ux.core.registry.get_explainer_class(method)
     console = _console()
@@ -779,7 +787,15 @@ def demo(out: Path = typer.Option(Path("uxai-demo"), "--out", "-o", help="output
     start = time.perf_counter()
     written = []
     for name, dataset_name, chosen, params in plan:
-        adapter = load_model_from_cli(name, progress=False)
+        shown = f"{chosen} " + ", ".join(f"{k}={v}" for k, v in params.items()) if params else chosen
+        console.print(f"[bold]{escape(name)}[/bold]: {escape(shown)} on {dataset_name} ...")
+        try:
+            adapter = load_model_from_cli(name, progress=True)  # progress bars on a terminal only
+        except UXAIError as exc:
+            if name != REAL_MODEL:
+                raise
+            console.print(f"  skipped: {escape(_message(exc))}")
+            continue
         ds = ux.data.load_dataset(dataset_name, split="test")
         count = min(n, len(ds))
         x, y = ds[:count]
@@ -790,18 +806,15 @@ def demo(out: Path = typer.Option(Path("uxai-demo"), "--out", "-o", help="output
         result = explain_to_folder(adapter, x, names, chosen, params, folder)
         right = _accuracy_text(ds, result.probabilities.argmax(1).tolist(), y.tolist())
         found = ", ".join(f"{nm}: {tn!r}" for nm, tn in zip(names, result.explanation.target_names))
-        console.print(f"[bold]{escape(name)}[/bold] {escape(chosen)}"
-                      f"{escape(' ' + ', '.join(f'{k}={v}' for k, v in params.items())) if params else ''}:"
-                      f" {count} input{'s' if count != 1 else ''} in {result.explanation.elapsed:.1f} s{right}")
-        console.print(f"  explained classes: {escape(found)}")
-        console.print(f"  -> {escape(str(result.folder))}/")
-        written.append(result.h5)
+        console.print(f"  {count} input{'s' if count != 1 else ''} in {result.explanation.elapsed:.1f} s{right};"
+                      f" explained classes: {escape(found)}")
+        console.print(f"  -> {escape(str(result.folder.resolve()))}/")
+        written.append(result.h5.resolve())
     console.print(f"\n[bold]done[/bold] in {time.perf_counter() - start:.0f} s. Explanations (explanation.h5) and"
                   f" one figure per input (PNG) are in {escape(str(out.resolve()))}/")
     if written:
         console.print("reopen one with: python -c \"import unified_xai as ux; e = ux.Explanation.load('"
                       f"{escape(str(written[0]))}'); print(e.method, e.where.shape)\"")
-
 
 if __name__ == "__main__":  # pragma: no cover
     main()
