@@ -220,7 +220,7 @@ class Explanation:
     def _read(cls, h5: h5py.File) -> "Explanation":
         values: dict[str, Any] = {n: torch.from_numpy(np.asarray(h5[n])) for n in _TENSOR_FIELDS if n in h5}
         if "where" not in values:
-            raise KeyError("the 'where' dataset is missing")
+            raise InputError("the 'where' dataset is missing")  # re-raised by load() with the path
         attributions = None
         if "attributions" in h5:
             group = h5["attributions"]

@@ -107,15 +107,22 @@ def count_hooks(model: nn.Module) -> int:
 
 # ------------------------------------------------------------------ token layers
 def prefix_token_count(model: nn.Module, n_tokens: int) -> int:
-    """Number of class/register tokens before the patch tokens of a ViT-like layer output."""
+    """Number of class/register tokens before the patch tokens of a ViT-like layer output.
+
+    The model's own ``num_prefix_tokens`` when the rest forms a square grid (timm ViTs), else the
+    smallest count that leaves a square (e.g. 0 for the patch embedding's output).
+    """
+    def square(n: int) -> bool:
+        return n > 0 and math.isqrt(n) ** 2 == n
+
     count = getattr(model, "num_prefix_tokens", None)
-    if isinstance(count, int):
+    if isinstance(count, int) and square(n_tokens - count):
         return count
     for prefix in range(0, 9):
-        side = math.isqrt(n_tokens - prefix) if n_tokens > prefix else 0
-        if side * side == n_tokens - prefix and side > 0:
+        if square(n_tokens - prefix):
             return prefix
-    raise UXAIError(f"cannot lay {n_tokens} tokens out as a square grid; pass the grid size explicitly")
+    raise UXAIError(f"cannot lay {n_tokens} tokens out as a square grid of patches; this layer's output is not a"
+                    f" ViT token sequence (pick another layer)")
 
 
 def tokens_to_grid(tokens: torch.Tensor, n_prefix: int, grid: tuple[int, int] | None = None) -> torch.Tensor:

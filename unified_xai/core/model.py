@@ -92,7 +92,7 @@ class ModelAdapter:
                  batch_size: int | str = 16, progress: bool | None = None, name: str | None = None,
                  dtype: torch.dtype = torch.float32, sample_rate: float | None = None):
         if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+            raise ParameterError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         input_shape = tuple(None if s is None else int(s) for s in input_shape)
         if len(input_shape) not in (2, 3, 4) or input_shape[0] is None:
             raise InputError(

@@ -330,7 +330,7 @@ def save_checkpoint(model: nn.Module | ModelAdapter, path: str | os.PathLike, ar
             normalize = {"mean": model.preprocess.mean.tolist(), "std": model.preprocess.std.tolist()}
         model = model.model
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module or ModelAdapter, got {type(model).__name__}")
+        raise ParameterError(f"model must be a torch.nn.Module or ModelAdapter, got {type(model).__name__}")
     if not isinstance(arch, str) or not arch:
         raise ParameterError("arch must name the architecture, e.g. 'digits-cnn', 'timm:resnet18' or 'pkg.mod:make'")
     payload = {
@@ -382,7 +382,7 @@ def load_model(name: str | os.PathLike, device: str | torch.device = "auto", bat
         raise ParameterError(f"pretrained must be True, False or 'auto', got {pretrained!r}")
     key = os.fspath(name) if isinstance(name, os.PathLike) else name
     if not isinstance(key, str):
-        raise TypeError(f"name must be a string or path, got {type(name).__name__}")
+        raise ParameterError(f"name must be a string or path, got {type(name).__name__}")
     if key in BUILTIN_MODELS:
         if pretrained is False or "factory" in BUILTIN_MODELS[key]:
             built = _build(key, pretrained=pretrained)

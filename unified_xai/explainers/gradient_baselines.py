@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ..core import hooks
 from ..core.batching import chunks, progress_bar, sample_blocks
-from ..core.errors import ParameterError
+from ..core.errors import ParameterError, UXAIError
 from ..core.explanation import Explanation
 from ..core.registry import Param, register_explainer
 from ..core.seeds import noise_samples
@@ -201,7 +201,10 @@ def default_cam_layer(adapter, x: torch.Tensor) -> str:
         except Exception:
             return
         if out.requires_grad:
-            grid = adapter.as_grid(out) if out.ndim == 3 else out
+            try:
+                grid = adapter.as_grid(out) if out.ndim == 3 else out
+            except UXAIError:  # a token sequence that is not a grid of patches
+                return
             if grid.ndim == 2 + adapter.spatial_ndim and max(grid.shape[2:]) > 1:
                 out.retain_grad()
                 outputs[name] = out
@@ -213,6 +216,7 @@ def default_cam_layer(adapter, x: torch.Tensor) -> str:
         logits.gather(1, logits.argmax(1, keepdim=True)).sum().backward()
     for name in reversed(list(outputs)):
         grad = outputs[name].grad
-        if grad is not None and grad.abs().sum() > 0:
+        # on the grid: a ViT head reading only the class token sends no gradient to later patch tokens
+        if grad is not None and adapter.as_grid(grad).abs().sum() > 0:
             return name
     raise ParameterError("gradcam: found no spatial layer the target's gradient flows through; pass layer=...")
