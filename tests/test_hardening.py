@@ -210,3 +210,11 @@ def test_explanations_store_inputs_and_class_names_for_figures():
     out = ux.create("saliency", adapter).explain(x, targets="c")
     torch.testing.assert_close(out.inputs, x)
     assert out.class_names == ["a", "b", "c", "d"] and out.targets.tolist() == [2, 2]
+
+
+def test_gradcam_on_an_audio_model_maps_its_spectrogram_layer_to_time():
+    adapter = ux.data.load_model("planted-audio", device="cpu", progress=False)
+    x, y = ux.data.load_dataset("planted-audio")[:2]
+    out = ux.create("gradcam", adapter).explain(x, y)
+    assert out.params["layer"] == "features" and out.where.shape == (2, 8192)
+    assert torch.isfinite(out.where).all() and out.where.abs().sum() > 0

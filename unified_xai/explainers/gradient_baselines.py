@@ -145,7 +145,8 @@ class GradCAM(Explainer):
     """Grad-CAM (Selvaraju et al., 2017): ``relu(sum_c mean(dlogit/dA_c) A_c)`` at a layer, resized to the input.
 
     ``layer``: a convolutional layer ``(B, C, *spatial)`` or a ViT token layer ``(B, N, D)`` (patch
-    tokens laid out as a grid, class/register tokens dropped). ``None`` picks the last spatial layer
+    tokens laid out as a grid, class/register tokens dropped); for audio models, a ``(B, C, freq, time)``
+    layer too (the CAM is averaged over frequency into a time curve). ``None`` picks the last spatial layer
     the target's gradient flows through before global pooling, and records it in the params.
     Cost: one forward + backward per input."""
 
@@ -170,6 +171,8 @@ class GradCAM(Explainer):
                 acts, grads = self._spatial(acts, layer), self._spatial(grads, layer)
                 weights = grads.flatten(2).mean(2).view(*grads.shape[:2], *[1] * (grads.ndim - 2))
                 cam = (weights * acts).sum(1, keepdim=True)
+                if cam.ndim > x.ndim:  # a (frequency, time) map of an audio model: mean over frequency
+                    cam = cam.flatten(2, -2).mean(2)
                 maps.append(cam.relu() if self.config["relu"] else cam)
                 advance(part.stop - part.start)
         cam = resize(torch.cat(maps), x.shape[2:], "smooth")
@@ -177,7 +180,8 @@ class GradCAM(Explainer):
 
     def _spatial(self, act: torch.Tensor, layer: str) -> torch.Tensor:
         grid = self.adapter.as_grid(act)
-        if grid.ndim != 2 + self.adapter.spatial_ndim:
+        spectrogram = self.adapter.spatial_ndim == 1 and grid.ndim == 4  # audio models' (freq, time) maps
+        if grid.ndim != 2 + self.adapter.spatial_ndim and not spectrogram:
             raise ParameterError(
                 f"gradcam: layer {layer!r} outputs {tuple(act.shape)}, which has no spatial grid; Grad-CAM needs a"
                 f" convolutional layer (B, C, *spatial) or a token layer (B, N, D). Leave layer=None to pick the"
@@ -187,8 +191,8 @@ class GradCAM(Explainer):
 
 def default_cam_layer(adapter, x: torch.Tensor) -> str:
     """The last layer (in execution order) with a spatial output of more than one cell through which
-    the gradient of the predicted logit flows: the input of the global pooling in a CNN, the last
-    attention block's input in a ViT whose head reads the class token."""
+    the gradient of the predicted logit flows: the input of the global pooling in a CNN, inside the
+    last attention block in a ViT whose head reads the class token."""
     outputs: dict[str, torch.Tensor] = {}
     names = {id(m): n for n, m in adapter.model.named_modules() if n}
 
@@ -205,7 +209,7 @@ def default_cam_layer(adapter, x: torch.Tensor) -> str:
                 grid = adapter.as_grid(out) if out.ndim == 3 else out
             except UXAIError:  # a token sequence that is not a grid of patches
                 return
-            if grid.ndim == 2 + adapter.spatial_ndim and max(grid.shape[2:]) > 1:
+            if _is_feature_grid(grid.shape[2:], x.shape[2:]):
                 out.retain_grad()
                 outputs[name] = out
 
@@ -214,9 +218,23 @@ def default_cam_layer(adapter, x: torch.Tensor) -> str:
         leaf = x.detach().clone().requires_grad_(True)
         logits = adapter.forward(leaf)
         logits.gather(1, logits.argmax(1, keepdim=True)).sum().backward()
+    if not outputs:
+        raise ParameterError("gradcam: the model has no layer with a spatial output; pass layer=... (`uxai info MODEL`)")
     for name in reversed(list(outputs)):
         grad = outputs[name].grad
         # on the grid: a ViT head reading only the class token sends no gradient to later patch tokens
         if grad is not None and adapter.as_grid(grad).abs().sum() > 0:
             return name
-    raise ParameterError("gradcam: found no spatial layer the target's gradient flows through; pass layer=...")
+    return list(outputs)[-1]  # no gradient anywhere (e.g. a flat input): the last spatial layer
+
+
+def _is_feature_grid(grid: tuple, size: tuple) -> bool:
+    """A feature map over the input: as many spatial dims, more than one cell, and one stride for every
+    axis (so attention tensors such as (heads, tokens, dim) are not mistaken for a grid). For a signal,
+    (frequency, time) maps count too: their last axis is time."""
+    if len(size) == 1 and len(grid) == 2:
+        return grid[-1] > 1 and grid[-1] <= size[0]
+    if len(grid) != len(size) or max(grid) <= 1 or any(g > s for g, s in zip(grid, size)):
+        return False
+    strides = [s / g for g, s in zip(grid, size)]
+    return max(strides) / min(strides) <= 1.5
