@@ -218,3 +218,9 @@ def test_gradcam_on_an_audio_model_maps_its_spectrogram_layer_to_time():
     out = ux.create("gradcam", adapter).explain(x, y)
     assert out.params["layer"] == "features" and out.where.shape == (2, 8192)
     assert torch.isfinite(out.where).all() and out.where.abs().sum() > 0
+
+
+def test_explanation_moves_to_a_device_with_its_params():
+    adapter = tiny_adapter(2)
+    out = ux.create("wam", adapter, n_samples=2, levels=1).explain(random_inputs(adapter, 2)).cpu()
+    assert out.params["n_samples"] == 2 and all(v.device.type == "cpu" for v in out.raw_attributions().values())

@@ -128,8 +128,8 @@ class Explanation:
             value = getattr(self, f.name)
             if isinstance(value, torch.Tensor):
                 moved[f.name] = value.to(device)
-            elif isinstance(value, dict):
-                moved[f.name] = {k: v.to(device) for k, v in value.items()}
+            elif isinstance(value, dict) and f.name != "params":  # attributions by sub-band
+                moved[f.name] = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in value.items()}
         return replace(self, **moved)
 
     def cpu(self) -> "Explanation":
