@@ -85,14 +85,12 @@ def clean_stale_temporaries(folder: str | os.PathLike, depth: int = 0) -> list[P
 
 
 @contextmanager
-def atomic_h5(path: str | os.PathLike, mode: str = "w"):
-    """Open a new HDF5 file that appears at ``path`` only once fully written."""
+def _replace_when_done(path: str | os.PathLike):
+    """Yield ``(fd, temporary path)`` beside ``path``; the temporary replaces ``path`` when the block succeeds."""
     path = Path(path)
     fd, tmp = _temporary_beside(path)
-    os.close(fd)
     try:
-        with h5py.File(tmp, mode) as handle:
-            yield handle
+        yield fd, tmp
         os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
@@ -102,16 +100,17 @@ def atomic_h5(path: str | os.PathLike, mode: str = "w"):
 
 
 @contextmanager
+def atomic_h5(path: str | os.PathLike, mode: str = "w"):
+    """Open a new HDF5 file that appears at ``path`` only once fully written."""
+    with _replace_when_done(path) as (fd, tmp):
+        os.close(fd)
+        with h5py.File(tmp, mode) as handle:
+            yield handle
+
+
+@contextmanager
 def atomic_write(path: str | os.PathLike, binary: bool = True):
     """Open a file object whose content replaces ``path`` only when the block succeeds."""
-    path = Path(path)
-    fd, tmp = _temporary_beside(path)
-    try:
+    with _replace_when_done(path) as (fd, tmp):
         with os.fdopen(fd, "wb" if binary else "w") as handle:
             yield handle
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
