@@ -17,9 +17,10 @@ from ..core.registry import Param, validate_params
 #: the DWT parameters shared by every wavelet-domain explainer
 WAVELET_PARAMS = {
     "wavelet": Param("haar", types=(str,), check=lambda w: None if w in wavelets.WAVELETS else
-                     "not a wavelet that reconstructs exactly; e.g. haar, db2, sym4, coif1, bior2.2"),
-    "levels": Param(3, types=(int,), low=1),
-    "mode": Param("reflect", choices=tuple(wavelets.MODES)),
+                     "not a wavelet that reconstructs exactly; e.g. haar, db2, sym4, coif1, bior2.2",
+                     doc="pywt wavelet name"),
+    "levels": Param(3, types=(int,), low=1, doc="DWT levels: scales = approximation + one per level"),
+    "mode": Param("reflect", choices=tuple(wavelets.MODES), doc="boundary extension of the DWT"),
 }
 
 

@@ -49,10 +49,10 @@ def _baseline_ok(value):
 
 
 _COMMON = {
-    "n_designs": Param(32, types=(int,), low=2, doc="N; a power of two for the sobol sampler"),
-    "sampler": Param("sobol", choices=tuple(sampling.SAMPLERS)),
-    "estimator": Param("jansen", choices=tuple(sampling.ESTIMATORS)),
-    "seed": Param(0, types=(int,)),
+    "n_designs": Param(32, types=(int,), low=2, doc="N; cost N (d + 2) forwards per input; a power of two for sobol"),
+    "sampler": Param("sobol", choices=tuple(sampling.SAMPLERS), doc="quasi-Monte Carlo design of the masks"),
+    "estimator": Param("jansen", choices=tuple(sampling.ESTIMATORS), doc="total-order Sobol estimator"),
+    "seed": Param(0, types=(int,), doc="seed of the design (scrambling)"),
     "batch_size": Param(None, types=(int,), low=1, allow_none=True, doc="perturbed samples per forward"),
 }
 
@@ -99,11 +99,12 @@ class SobolAttribution(_SobolExplainer):
     """
 
     params = {
-        "grid_size": Param(8, check=_grid_ok),
-        "perturbation": Param("inpainting", choices=PERTURBATIONS),
-        "baseline": Param(0.0, check=_baseline_ok),
-        "blur_size": Param(9, types=(int,), low=1),
-        "amplitude_sigma": Param(1.0, types=(float, int), low=0.0),
+        "grid_size": Param(8, check=_grid_ok, doc="cells per spatial axis (int, or one per axis)"),
+        "perturbation": Param("inpainting", choices=PERTURBATIONS, doc="what a masked-out cell becomes"),
+        "baseline": Param(0.0, check=_baseline_ok,
+                          doc="inpainting target: a number, one sample (C, *spatial) or one per input"),
+        "blur_size": Param(9, types=(int,), low=1, doc="box-blur width of the blur perturbation"),
+        "amplitude_sigma": Param(1.0, types=(float, int), low=0.0, doc="amplitude perturbation: x + sigma (M - 0.5)"),
         **_COMMON,
     }
 
@@ -167,7 +168,7 @@ class WaveletSobol(_SobolExplainer):
     """
 
     params = {
-        "grid_size": Param(4, types=(int,), low=1),
+        "grid_size": Param(4, types=(int,), low=1, doc="regions per axis in each level's sub-band (clipped to it)"),
         **WAVELET_PARAMS,
         **_COMMON,
     }
