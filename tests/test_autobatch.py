@@ -274,10 +274,18 @@ def synthetic(monkeypatch, per_row: dict[int, float], bytes_per_row: float = 1.0
 
 def test_growth_stops_after_two_slower_sizes(monkeypatch):
     monkeypatch.setattr(autobatch, "PROBE_SECONDS", 30.0)
-    runs = synthetic(monkeypatch, {1: 1e-3, 2: 6e-4, 4: 5e-4, 8: 5.5e-4, 16: 6e-4, 32: 1e-4})
+    runs = synthetic(monkeypatch, {1: 0.04, 2: 0.024, 4: 0.02, 8: 0.022, 16: 0.024, 32: 0.004})
     choice = autobatch._probe(auto_adapter(), (3, 16, 24), "grad")
     assert choice.size == 4 and choice.stopped == "slower twice"
     assert 32 not in runs and set(choice.seconds_per_row) == {1, 2, 4, 8, 16}
+
+
+def test_passes_shorter_than_a_window_do_not_stop_growth(monkeypatch):
+    monkeypatch.setattr(autobatch, "PROBE_SECONDS", 30.0)
+    monkeypatch.setattr(autobatch, "MAX_BATCH_SIZE", 8)
+    synthetic(monkeypatch, {1: 1e-3, 2: 2e-3, 4: 2e-3, 8: 1e-4})  # slower twice, but cheap and overhead-bound
+    choice = autobatch._probe(auto_adapter(), (3, 16, 24), "grad")
+    assert choice.size == 8 and choice.stopped == "max_batch_size"
 
 
 def test_plateau_keeps_the_smallest_size_and_stops_at_the_cap(monkeypatch):

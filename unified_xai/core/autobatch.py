@@ -7,8 +7,8 @@ keeps the smallest size whose time per row is within :data:`TOLERANCE` of the be
 Each size is warmed up, then fast passes are timed over windows of :data:`WINDOW_SECONDS` so that a
 busy machine slows every size alike; the best window counts.
 
-Growth stops when the per-row time is more than :data:`TOLERANCE` worse than the best twice in a row,
-at :data:`MAX_BATCH_SIZE`, when the next size is predicted to exceed the memory budget, or when the
+Growth stops when the per-row time is more than :data:`TOLERANCE` worse than the best twice in a row
+(counting only sizes whose pass lasts at least a window: shorter ones are cheap and overhead-bound), at :data:`MAX_BATCH_SIZE`, when the next size is predicted to exceed the memory budget, or when the
 probe would run past :data:`PROBE_SECONDS` (a model whose one-row pass is slower than
 :data:`SLOW_PASS_SECONDS` is timed with one pass per size, so it gets its choice from fewer probes).
 A size that looks slower gets up to two more windows before it counts as slower.
@@ -360,7 +360,10 @@ def _measure(adapter, probe: _Pass, name: str) -> Choice:
                 break
         per_row[size] = seconds / size
         last_pass, last_size = seconds, size
-        worse = worse + 1 if per_row[size] > min(per_row.values()) * (1 + TOLERANCE) else 0
+        # passes shorter than a window are cheap to probe and dominated by per-call overheads, which
+        # bigger chunks amortise: they never stop the growth (the time cap still does)
+        if seconds >= WINDOW_SECONDS:
+            worse = worse + 1 if per_row[size] > min(per_row.values()) * (1 + TOLERANCE) else 0
         if worse >= 2:
             stopped = "slower twice"
             break
