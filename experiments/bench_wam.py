@@ -4,7 +4,10 @@ Floor: the same number of bare forward+backward passes, at the same batch size, 
 and only the input gradient computed. Each ratio is the median over interleaved repeats measured in
 this one run (the machine is noisy). Run:
 
-    HF_HUB_OFFLINE=1 .venv/bin/python experiments/bench_wam.py [--repeats 3] [--quick]
+    HF_HUB_OFFLINE=1 .venv/bin/python experiments/bench_wam.py [--repeats 3] [--only builtins resnet18 digits noise]
+
+``noise``: how far SmoothGrad moves from the plain gradient at the official per-modality noise levels
+(0.001 audio, 0.0001 volumes, 0.25 images) and at the library's single default 0.15 (docs/design-notes.md).
 """
 from __future__ import annotations
 
@@ -81,36 +84,61 @@ def completeness(adapter: ux.ModelAdapter, x: torch.Tensor, passes=(8, 16, 32, 6
         print("  " + f"{rule:>20s}" + "".join(f"{err:9.4f}" for err in errors))
 
 
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.flatten() - a.mean(), b.flatten() - b.mean()
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+def noise_levels(n_items: int = 4):
+    """Per-input Pearson correlation of WAM-SG (25 samples) with the plain WAM gradient, by noise level."""
+    print("\n== SmoothGrad vs plain gradient (per-input Pearson over all coefficients), 25 samples, levels 2")
+    for name, official in (("planted-audio", 0.001), ("planted-volume", 0.0001), ("planted-image", 0.25)):
+        adapter = ux.data.load_model(name, progress=False)
+        x, y = ux.data.load_dataset(name, split="test")[:n_items]
+        flat = lambda e, i: torch.cat([v[i].flatten() for v in e.raw_attributions().values()])  # noqa: E731
+        plain = ux.create("wam", adapter, variant="gradient", levels=2).explain(x, y)
+        for spread in (official, 0.15):
+            sg = ux.create("wam", adapter, variant="smoothgrad", levels=2, stdev_spread=spread).explain(x, y)
+            corr = [_pearson(flat(sg, i), flat(plain, i)) for i in range(n_items)]
+            tag = "official" if spread == official else "library "
+            print(f"  {name:15s} {tag} stdev_spread {spread:<7g} " + " ".join(f"{c:7.4f}" for c in corr))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="skip ResNet-18 at 224")
+    parser.add_argument("--only", nargs="+", choices=("builtins", "resnet18", "digits", "noise"),
+                        default=("builtins", "resnet18", "digits"), help="sections to run")
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
 
-    for name in ("planted-image", "planted-audio"):
+    for name in ("planted-image", "planted-audio") if "builtins" in args.only else ():
         builtin = ux.data.load_model(name, progress=False)
+        builtin.model.eval()  # the floor calls the model directly: same mode as inside explanations
         xb, _ = ux.data.load_dataset(name, split="test")[:4]
         print(f"\n== built-in {name}")
         chunk_sizes(builtin, builtin.input_shape)
-        speed(name, builtin, xb, 25, builtin.batch_size, args.repeats)
+        speed(name, builtin, xb, 25, builtin.chunk_size(xb), args.repeats)
         completeness(builtin, xb)
 
-    if not args.quick:
-        resnet = ux.ModelAdapter(timm.create_model("resnet18", pretrained=False), (3, 224, 224), device="cpu",
+    if "resnet18" in args.only:
+        resnet = ux.ModelAdapter(timm.create_model("resnet18", pretrained=False).eval(), (3, 224, 224), device="cpu",
                                  progress=False, name="resnet18")
         x = torch.randn(4, 3, 224, 224)
         print("\n== timm resnet18 (random weights), 224x224")
         chunk_sizes(resnet, (3, 224, 224), sizes=(4, 8, 16, 32))
-        speed("resnet18", resnet, x, 25, resnet.batch_size, args.repeats)
+        speed("resnet18", resnet, x, 25, resnet.chunk_size(x), args.repeats)
         # (no completeness table here: a random-weight ResNet in eval mode is positively homogeneous,
         #  f(a x) = a f(x), so every rule that skips a = 0 is exact and the table says nothing)
 
-    digits = ux.data.load_model("digits", progress=False)
-    xd, _ = ux.data.load_dataset("digits", split="test")[:8]
-    print("\n== built-in digits (trained CNN with biases)")
-    completeness(digits, xd)
+    if "digits" in args.only:
+        digits = ux.data.load_model("digits", progress=False)
+        xd, _ = ux.data.load_dataset("digits", split="test")[:8]
+        print("\n== built-in digits (trained CNN with biases)")
+        completeness(digits, xd)
+    if "noise" in args.only:
+        noise_levels()
 
 
 if __name__ == "__main__":

@@ -17,29 +17,60 @@ When the transform is orthonormal (Haar at sizes divisible by 2**levels), ``W^-1
 coefficient gradient is the DWT of the input gradient: the fast path then needs no transform in the
 backward pass and one DWT per batch instead of one per sample (``fast_path="auto"``).
 
-``reference_compat=True`` reproduces the official code's post-processing for parity with the
-paper's numbers: per sample, the gradient is averaged over channels, made absolute and each
-sub-band divided by its max; SmoothGrad averages those maps, Integrated Gradients integrates them
-with the trapezoid rule at unit spacing over ``linspace(0, 1, n)`` and multiplies by the equally
-normalised |channel-mean coefficients|.
+``reference_compat=True`` reproduces the official code's recipe of the input's modality, for parity
+with the paper's numbers. Each per-sample coefficient gradient ``g`` becomes a map ``M(g)``:
+
+* 1D (``lib/wam_1D.py``): ``M(g) = g``, signed, per channel;
+* 2D (``lib/wam_2D.py``): mean over channels, ``|.|``, each sub-band divided by its max (per input);
+* 3D (``lib/wam_3D.py``): ``M(g) = |g|`` per coefficient, no normalisation.
+
+SmoothGrad averages the maps; Integrated Gradients integrates the maps over ``linspace(0, 1, n)``
+with the trapezoid rule at unit spacing (``quadrature`` is ignored) and multiplies by ``M(z - z0)``.
+docs/design-notes.md lists what still differs from the official code.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from .. import wavelets
 from ..core.batching import chunks, progress_bar, sample_blocks
-from ..core.seeds import noise_samples
+from ..core.errors import ParameterError
 from ..core.explanation import Explanation
 from ..core.registry import Param, register_explainer
+from ..core.seeds import noise_samples
 from .base import WAVELET_PARAMS, Explainer, expand_baseline
 from .quadrature import RULES, quadrature
 
 VARIANTS = ("integrated", "smoothgrad", "gradient")
 
+Bands = list  # [approx, level J, ..., level 1] tensors, as WaveletCoeffs.tensors()
+
 
 def _is_baseline(value):
-    return None if isinstance(value, (torch.Tensor, float, int)) else "must be None, a number or a tensor"
+    if isinstance(value, (torch.Tensor, float, int)):
+        return None
+    return "must be None, a number, one sample (C, *spatial) or one per input (B, C, *spatial) as a tensor"
+
+
+@dataclass
+class _Plan:
+    """What the chunk loop needs, decided once per call (see :meth:`WAM._plan`)."""
+
+    variant: str
+    fast: bool  # coefficient gradients = DWT of input gradients (orthonormal transform)
+    in_pixels: bool  # accumulate input gradients and transform the sum once at the end
+    row_map: Callable[[Bands], Bands] | None  # per-row map of coefficient gradients (reference_compat)
+    alphas: list[float]  # path point of sample k (integrated)
+    weights: list[float]  # weight of sample k in the sum
+    coeffs: wavelets.WaveletCoeffs | None  # W(x): the autograd path's template
+    start: Bands | None = None  # integrated path start and step, in the space rows are built in
+    delta: Bands | None = None
+    z_delta: Bands | None = None  # z - z0, the integrated gradients factor
+    noise: torch.Tensor | None = None  # (n, C, *spatial), sample k shared by every input
+    sigma: torch.Tensor | None = None  # (B, 1, ...) noise scale per input
 
 
 @register_explainer("wam")
@@ -52,10 +83,11 @@ class WAM(Explainer):
     n_samples : noisy copies (smoothgrad) or path points (integrated).
     wavelet, levels, mode : the DWT (any pywt wavelet that reconstructs exactly).
     stdev_spread : smoothgrad noise sigma as a fraction of each input's value range.
-    baseline : integrated path start, in input space (None: zero coefficients).
+    baseline : integrated path start, in input space (None: zero coefficients); a number, one
+        sample (C, *spatial) or one per input (B, C, *spatial).
     quadrature : integrated path rule: gausslegendre, riemann_left/right/middle/trapezoid.
     fast_path : "auto" uses the orthonormal identity when it is exact; True requires it; False never.
-    reference_compat : reproduce the official code's abs / per-sub-band normalisation.
+    reference_compat : reproduce the official code's recipe for the input's modality (see the module doc).
     seed : noise seed.  batch_size : perturbed samples per forward/backward chunk.
     """
 
@@ -74,8 +106,116 @@ class WAM(Explainer):
 
     def _check_config(self) -> None:
         c = self.config
-        if c["variant"] == "integrated" and c["quadrature"] == "riemann_trapezoid" and c["n_samples"] < 2:
-            raise ValueError("wam: the trapezoid rule needs n_samples >= 2")
+        if c["variant"] == "integrated" and c["n_samples"] < 2:
+            if c["reference_compat"]:
+                raise ParameterError("wam: reference_compat integrates with the trapezoid rule over linspace(0, 1, "
+                                     "n_samples), which needs n_samples >= 2; pass n_samples=2 or more (25 officially)")
+            if c["quadrature"] == "riemann_trapezoid":
+                raise ParameterError("wam: the trapezoid rule needs n_samples >= 2; pass n_samples=2 or more, or "
+                                     "quadrature='gausslegendre', which works from one point")
+
+    # ------------------------------------------------------------------ steps
+    def _explain(self, x: torch.Tensor, targets: torch.Tensor) -> Explanation:
+        plan = self._plan(x)
+        sums = self._accumulate(plan, x, targets)
+        return self._finish(plan, sums, tuple(x.shape[2:]))
+
+    def _plan(self, x: torch.Tensor) -> _Plan:
+        """Fast path or autograd, accumulation space, path and weights, noise: everything but the loop."""
+        c = self.config
+        variant = c["variant"]
+        fast = self._use_fast_path(tuple(x.shape[2:]))
+        row_map = _REFERENCE_MAPS[self.adapter.spatial_ndim] if c["reference_compat"] else None
+        alphas, weights = self._path_and_weights()
+        coeffs = self._dwt(x) if not fast or variant == "integrated" else None
+        plan = _Plan(variant, fast, in_pixels=fast and row_map is None, row_map=row_map, alphas=alphas,
+                     weights=weights, coeffs=coeffs)
+        if variant == "integrated":
+            base_x = torch.zeros_like(x) if c["baseline"] is None else expand_baseline(c["baseline"], x, self.name)
+            base_z = coeffs.map(torch.zeros_like) if c["baseline"] is None else self._dwt(base_x)
+            plan.z_delta = [z - b for z, b in zip(coeffs.tensors(), base_z.tensors())]
+            plan.start, plan.delta = ([base_x], [x - base_x]) if fast else (base_z.tensors(), plan.z_delta)
+        elif variant == "smoothgrad":
+            span = x.flatten(1).amax(1) - x.flatten(1).amin(1)
+            plan.sigma = (c["stdev_spread"] * span).view(-1, *[1] * (x.ndim - 1))
+            plan.noise = noise_samples(c["seed"], len(weights), x.shape[1:], x.device, x.dtype)
+        return plan
+
+    def _path_and_weights(self) -> tuple[list[float], list[float]]:
+        """Path point ``alpha_k`` and weight of every sample ``k`` (alphas only matter for integrated)."""
+        c = self.config
+        n = c["n_samples"]
+        if c["variant"] == "gradient":
+            return [0.0], [1.0]
+        if c["variant"] == "smoothgrad":
+            return [0.0] * n, [1.0 / n] * n
+        if c["reference_compat"]:  # np.trapz over linspace(0, 1, n) with unit spacing, as the official code
+            return torch.linspace(0, 1, n, dtype=torch.float64).tolist(), [0.5] + [1.0] * (n - 2) + [0.5]
+        alphas, weights = quadrature(c["quadrature"], n)
+        return alphas.tolist(), weights.tolist()
+
+    def _accumulate(self, plan: _Plan, x: torch.Tensor, targets: torch.Tensor) -> Bands:
+        """The one chunk loop: rows ``r = k * B + i`` (sample k of input i), weighted sums per input."""
+        batch = x.shape[0]
+        total = len(plan.weights) * batch
+        sums = None
+        with progress_bar(total, f"wam ({plan.variant})", self.adapter.show_progress()) as advance, \
+                self.adapter.frozen():
+            for part in chunks(total, self.chunk_size(x)):
+                segments = list(sample_blocks(part.start, part.stop, batch))
+                rows = self._rows(plan, x, segments, part.stop - part.start)
+                chunk_targets = torch.cat([targets[i0:i1] for _, i0, i1 in segments])
+                grads = self._gradients(plan, rows, chunk_targets)
+                if sums is None:
+                    sums = [g.new_zeros(batch, *g.shape[1:]) for g in grads]
+                offset = 0
+                for k, i0, i1 in segments:
+                    for acc, g in zip(sums, grads):
+                        acc[i0:i1].add_(g[offset:offset + i1 - i0], alpha=plan.weights[k])
+                    offset += i1 - i0
+                advance(part.stop - part.start)
+        return sums
+
+    def _rows(self, plan: _Plan, x: torch.Tensor, segments, count: int) -> torch.Tensor | Bands:
+        """The perturbed rows of one chunk, written in place: inputs on the fast path, else coefficients."""
+        if plan.variant == "integrated":
+            rows = [_path_rows(s, d, plan.alphas, segments, count) for s, d in zip(plan.start, plan.delta)]
+            return rows[0] if plan.fast else rows
+        rows = x.new_empty(count, *x.shape[1:])
+        offset = 0
+        for k, i0, i1 in segments:
+            out = rows[offset:offset + i1 - i0]
+            if plan.variant == "smoothgrad":
+                torch.addcmul(x[i0:i1], plan.noise[k], plan.sigma[i0:i1], out=out)
+            else:
+                out.copy_(x[i0:i1])
+            offset += i1 - i0
+        return rows if plan.fast else self._dwt(rows).tensors()
+
+    def _gradients(self, plan: _Plan, rows, targets: torch.Tensor) -> Bands:
+        """Per-row gradients of the target logits: of the input when accumulating in pixels, else of
+        every coefficient (mapped by the reference recipe under ``reference_compat``)."""
+        if plan.in_pixels:
+            _, grads = self.adapter.target_gradient(rows, targets)
+            return list(grads)
+        if plan.fast:
+            _, (grad_x,) = self.adapter.target_gradient(rows, targets)
+            grads = self._dwt(grad_x).tensors()
+        else:
+            _, grads = self.adapter.target_gradient(
+                rows, targets, transform=lambda *leaves: wavelets.idwt(plan.coeffs.with_tensors(list(leaves))))
+        return plan.row_map(list(grads)) if plan.row_map is not None else list(grads)
+
+    def _finish(self, plan: _Plan, sums: Bands, size) -> Explanation:
+        """Coefficient attributions from the weighted sums: DWT of pixel sums, integrated gradients factor."""
+        c = self.config
+        bands = self._dwt(sums[0]).tensors() if plan.in_pixels else sums
+        if plan.variant == "integrated":
+            factor = plan.row_map(plan.z_delta) if plan.row_map is not None else plan.z_delta
+            bands = [g * f for g, f in zip(bands, factor)]
+        attributions = wavelets.WaveletCoeffs(bands[0], bands[1:], size, c["wavelet"], c["mode"],
+                                              self.adapter.spatial_ndim)
+        return self._to_explanation(attributions, size)
 
     # ------------------------------------------------------------------ helpers
     def _dwt(self, x: torch.Tensor) -> wavelets.WaveletCoeffs:
@@ -86,125 +226,12 @@ class WAM(Explainer):
         c = self.config
         exact = wavelets.is_orthonormal(c["wavelet"], c["mode"], size, c["levels"])
         if c["fast_path"] is True and not exact:
-            raise ValueError(
+            raise ParameterError(
                 f"wam: fast_path=True needs an orthonormal transform (haar at sizes divisible by "
-                f"{2 ** c['levels']}); {c['wavelet']} on {tuple(size)} is not. Use fast_path='auto'."
-            )
+                f"{2 ** c['levels']}); {c['wavelet']} on {tuple(size)} is not. Use fast_path='auto' (or False) to "
+                f"differentiate through the inverse transform, or wavelet='haar' with levels such that 2**levels "
+                f"divides every spatial size.")
         return exact and c["fast_path"] != False  # noqa: E712  ("auto" or True)
-
-    def _baseline(self, x: torch.Tensor) -> torch.Tensor:
-        base = self.config["baseline"]
-        if base is None:
-            return torch.zeros_like(x)
-        return expand_baseline(base, x, self.name)
-
-    def _coefficient_gradients(self, rows: torch.Tensor | list[torch.Tensor], targets: torch.Tensor,
-                               template: wavelets.WaveletCoeffs, fast: bool) -> list[torch.Tensor]:
-        """Gradient of the target logits w.r.t. every coefficient, for one chunk of rows.
-
-        ``rows`` is a batch of inputs on the fast path, a list of coefficient tensors otherwise.
-        """
-        if fast:
-            _, (grad_x,) = self.adapter.target_gradient(rows, targets)
-            return self._dwt(grad_x).tensors()
-        _, grads = self.adapter.target_gradient(
-            rows, targets, transform=lambda *leaves: wavelets.idwt(template.with_tensors(list(leaves))))
-        return list(grads)
-
-    # ------------------------------------------------------------------ main
-    def _explain(self, x: torch.Tensor, targets: torch.Tensor) -> Explanation:
-        c = self.config
-        batch, size = x.shape[0], tuple(x.shape[2:])
-        fast = self._use_fast_path(size)
-        variant = c["variant"]
-        n = 1 if variant == "gradient" else c["n_samples"]
-        compat = c["reference_compat"]
-        # the input's coefficients: for the autograd path, the IG factor (z - z0) and reference maps
-        coeffs = self._dwt(x) if (not fast or variant == "integrated" or compat) else None
-
-        if variant == "integrated":
-            if compat:
-                alphas = torch.linspace(0, 1, n, dtype=torch.float64)
-                weights = torch.ones(n, dtype=torch.float64)
-                if n > 1:
-                    weights[0] = weights[-1] = 0.5  # np.trapz with unit spacing, as the reference
-            else:
-                alphas, weights = quadrature(c["quadrature"], n)
-            base_x = self._baseline(x)
-            base_z = self._dwt(base_x) if c["baseline"] is not None else coeffs.map(torch.zeros_like)
-        else:
-            alphas, weights = torch.zeros(n, dtype=torch.float64), torch.full((n,), 1.0 / n, dtype=torch.float64)
-        sigma = c["stdev_spread"] * (x.flatten(1).amax(1) - x.flatten(1).amin(1))
-        sigma = sigma.view(-1, *[1] * (x.ndim - 1))
-        noise = noise_samples(c["seed"], n, x.shape[1:], x.device, x.dtype) if variant == "smoothgrad" else None
-
-        # accumulators: pixel space on the canonical fast path (one DWT at the end), else coefficients
-        pixel_acc = torch.zeros_like(x) if fast and not compat else None
-        coeff_acc = None
-        if variant == "integrated":
-            x_delta = x - base_x
-            z_delta = [z - b for z, b in zip(coeffs.tensors(), base_z.tensors())]
-        weights = weights.tolist()
-        total_rows = n * batch  # row r = sample k * batch + input i: one sample's rows are contiguous
-        with progress_bar(total_rows, f"wam ({variant})", self.adapter.show_progress()) as advance, \
-                self.adapter.frozen():
-            for part in chunks(total_rows, self.batch_size):
-                segments = list(sample_blocks(part.start, part.stop, batch))
-                if fast:  # build the chunk in place: no per-block temporaries
-                    inputs = torch.empty(part.stop - part.start, *x.shape[1:], device=x.device, dtype=x.dtype)
-                    offset = 0
-                    for k, i0, i1 in segments:
-                        out = inputs[offset:offset + i1 - i0]
-                        if variant == "integrated":
-                            torch.add(base_x[i0:i1], x_delta[i0:i1], alpha=float(alphas[k]), out=out)
-                        elif variant == "smoothgrad":
-                            torch.addcmul(x[i0:i1], noise[k], sigma[i0:i1], out=out)
-                        else:
-                            out.copy_(x[i0:i1])
-                        offset += i1 - i0
-                else:
-                    pieces = []
-                    for k, i0, i1 in segments:
-                        if variant == "integrated":
-                            a = float(alphas[k])
-                            pieces.append([b[i0:i1] + a * d[i0:i1] for b, d in zip(base_z.tensors(), z_delta)])
-                        elif variant == "smoothgrad":
-                            noisy = torch.addcmul(x[i0:i1], noise[k], sigma[i0:i1])
-                            pieces.append(self._dwt(noisy).tensors())
-                        else:
-                            pieces.append([t[i0:i1] for t in coeffs.tensors()])
-                    inputs = [torch.cat(group) for group in zip(*pieces)]
-                chunk_targets = torch.cat([targets[i0:i1] for _, i0, i1 in segments])
-
-                if pixel_acc is not None:
-                    _, grads = self.adapter.target_gradient(inputs, chunk_targets)
-                    accumulators = [pixel_acc]
-                else:
-                    grads = self._coefficient_gradients(inputs, chunk_targets, coeffs, fast)
-                    if compat:
-                        grads = _compat_maps(grads)
-                    if coeff_acc is None:
-                        coeff_acc = [torch.zeros(batch, *g.shape[1:], device=x.device, dtype=x.dtype) for g in grads]
-                    accumulators = coeff_acc
-                offset = 0
-                for k, i0, i1 in segments:
-                    for acc, g in zip(accumulators, grads):
-                        acc[i0:i1].add_(g[offset:offset + i1 - i0], alpha=weights[k])
-                    offset += i1 - i0
-                advance(part.stop - part.start)
-
-        if pixel_acc is not None:
-            gradients = self._dwt(pixel_acc)
-        else:
-            gradients = coeffs.with_tensors(coeff_acc)
-        if variant == "integrated":
-            if compat:
-                scale = _compat_maps(coeffs.tensors())
-                gradients = gradients.with_tensors([g * s for g, s in zip(gradients.tensors(), scale)])
-            else:
-                gradients = gradients.with_tensors(
-                    [g * (z - b) for g, z, b in zip(gradients.tensors(), coeffs.tensors(), base_z.tensors())])
-        return self._to_explanation(gradients, size)
 
     def _to_explanation(self, attributions: wavelets.WaveletCoeffs, size) -> Explanation:
         magnitude = attributions.map(torch.abs)
@@ -218,15 +245,32 @@ class WAM(Explainer):
         )
 
 
-def _compat_maps(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Official WAM post-processing per sample: channel mean, abs, each sub-band over its own max."""
-    out = []
-    for index, t in enumerate(tensors):
-        m = t.mean(1, keepdim=True).abs()  # (N, 1, [O,] *s)
-        if index == 0:  # approximation: one sub-band
-            peak = m.flatten(1).amax(1).view(-1, *[1] * (m.ndim - 1))
-        else:  # details: one max per orientation
-            peak = m.flatten(3).amax(3) if m.ndim > 3 else m
-            peak = peak.view(*peak.shape[:3], *[1] * (m.ndim - 3))
-        out.append(m / peak.clamp_min(1e-12))
+def _path_rows(start: torch.Tensor, delta: torch.Tensor, alphas: list[float], segments, count: int) -> torch.Tensor:
+    """Rows ``start + alpha_k * delta`` of one chunk, written in place (no per-row temporaries)."""
+    out = start.new_empty(count, *start.shape[1:])
+    offset = 0
+    for k, i0, i1 in segments:
+        torch.add(start[i0:i1], delta[i0:i1], alpha=alphas[k], out=out[offset:offset + i1 - i0])
+        offset += i1 - i0
     return out
+
+
+def _channel_mean_abs_normalised(bands: Bands) -> Bands:
+    """2D recipe: per input, channel mean (signed), |.|, each sub-band divided by its own max."""
+    out = []
+    for index, t in enumerate(bands):
+        m = t.mean(1, keepdim=True).abs()  # (N, 1, [O,] *s)
+        keep = 1 if index == 0 else 3  # the approximation is one sub-band; details (N, 1, O, *s) one per orientation
+        peak = m.flatten(keep).amax(-1).view(*m.shape[:keep], *[1] * (m.ndim - keep))
+        out.append(m / peak.clamp_min(1e-12))  # an all-zero band stays zero (the official code's nan -> 0)
+    return out
+
+
+def _absolute(bands: Bands) -> Bands:
+    """3D recipe: |.| of every coefficient (per channel), no normalisation."""
+    return [t.abs() for t in bands]
+
+
+#: per-sample map of the official recipe per number of spatial dims; None = identity (1D keeps the signed
+#: gradient, so it is linear and the fast path may still accumulate input gradients)
+_REFERENCE_MAPS: dict[int, Callable[[Bands], Bands] | None] = {1: None, 2: _channel_mean_abs_normalised, 3: _absolute}
