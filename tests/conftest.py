@@ -41,7 +41,7 @@ SHAPES = {1: (1, 64), 2: (3, 16, 24), 3: (1, 8, 8, 8)}
 def tiny_adapter(ndim: int = 2, seed: int = 0, **kwargs) -> ux.ModelAdapter:
     torch.manual_seed(seed)
     shape = SHAPES[ndim]
-    return ux.ModelAdapter(TinyNet(ndim, shape[0]), shape, device="cpu", progress=False, name=f"tiny{ndim}d", **kwargs)
+    return ux.ModelAdapter(TinyNet(ndim, shape[0]).eval(), shape, device="cpu", progress=False, name=f"tiny{ndim}d", **kwargs)
 
 
 @pytest.fixture(params=[1, 2, 3], ids=["1d", "2d", "3d"])
