@@ -316,6 +316,14 @@ def test_slow_model_gets_fewer_probes(monkeypatch):
     assert runs == [1, 1, 2, 2, 4, 4] and choice.size == 4 and choice.stopped == "time"
 
 
+def test_cut_off_while_improving_takes_the_largest_size(monkeypatch):
+    monkeypatch.setattr(autobatch, "PROBE_SECONDS", 1.5)
+    synthetic(monkeypatch, {1: 0.2, 2: 0.196, 4: 0.19})  # within tolerance, but still falling when time ran out
+    choice = autobatch._probe(auto_adapter(), (3, 16, 24), "grad")
+    assert choice.stopped == "time" and set(choice.seconds_per_row) == {1, 2}
+    assert choice.size == 2 and autobatch.pick(choice.seconds_per_row) == 1
+
+
 def test_error_past_one_row_steps_back(monkeypatch):
     def run(self, size):
         if size > 2:

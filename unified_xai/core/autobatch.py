@@ -3,7 +3,8 @@
 :func:`choose_batch_size` times the adapter's own passes (``"grad"``: forward + backward w.r.t. the
 input, parameters frozen, as :meth:`ModelAdapter.target_gradient`; ``"nograd"``: a forward under
 ``torch.no_grad``, as :meth:`ModelAdapter.scores`) on random inputs for chunk sizes 1, 2, 4, ... and
-keeps the smallest size whose time per row is within :data:`TOLERANCE` of the best one measured.
+keeps the smallest size whose time per row is within :data:`TOLERANCE` of the best one measured (the
+largest size measured when the time cap cut the growth off while that size was still the best).
 Each size is warmed up, then fast passes are timed over windows of :data:`WINDOW_SECONDS` so that a
 busy machine slows every size alike; the best window counts.
 
@@ -368,7 +369,10 @@ def _measure(adapter, probe: _Pass, name: str) -> Choice:
             stopped = "slower twice"
             break
         size *= 2
-    return Choice(pick(per_row), per_row, _clock() - start, bytes_per_row, budget, stopped, name)
+    chosen = pick(per_row)
+    if stopped == "time" and min(per_row, key=per_row.get) == max(per_row):
+        chosen = max(per_row)  # cut off while still improving: the largest size measured is the best guess
+    return Choice(chosen, per_row, _clock() - start, bytes_per_row, budget, stopped, name)
 
 
 def _cost(pass_seconds: float) -> float:
