@@ -85,6 +85,12 @@ class ModelAdapter:
         224 and of the built-in audio model is lowest at chunks of 4-16 and grows beyond.
     progress : ``None`` shows progress bars only on a terminal; ``False`` silences them.
     name : model id stored in every Explanation.
+    dtype : floating dtype of the inputs; must be the model's parameter dtype.
+    sample_rate : samples per second of an audio model's input (file readers resample to it, figures
+        show seconds and Hz).
+
+    The model is moved to ``device`` but otherwise left as it came: every call runs it in eval mode
+    and restores each module's mode after; a model that arrives in train mode gets one warning.
     """
 
     def __init__(self, model: nn.Module, input_shape: Sequence[int | None], preprocess: Callable | None = None,
