@@ -39,6 +39,8 @@ SHAPES = {1: (1, 64), 2: (3, 16, 24), 3: (1, 8, 8, 8)}
 
 
 def tiny_adapter(ndim: int = 2, seed: int = 0, **kwargs) -> ux.ModelAdapter:
+    # a fixed chunk: the "auto" probe (about 1 s per model) is tested in test_autobatch.py
+    kwargs.setdefault("batch_size", 16)
     torch.manual_seed(seed)
     shape = SHAPES[ndim]
     return ux.ModelAdapter(TinyNet(ndim, shape[0]).eval(), shape, device="cpu", progress=False, name=f"tiny{ndim}d", **kwargs)

@@ -5,13 +5,14 @@ import io
 
 import pytest
 
+import unified_xai as ux
 from unified_xai.core import batching
 
 
 def test_chunks_cover_range():
     parts = list(batching.chunks(10, 4))
     assert [(p.start, p.stop) for p in parts] == [(0, 4), (4, 8), (8, 10)]
-    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+    with pytest.raises(ux.ParameterError, match="batch_size must be a positive integer"):
         list(batching.chunks(3, 0))
 
 
@@ -26,11 +27,3 @@ def test_progress_silent_off_terminal(monkeypatch):
     assert batching.progress_enabled(None) is False  # not a TTY
     assert batching.progress_enabled(False) is False
     assert batching.progress_enabled(True) is True
-
-
-def test_progress_bar_advances_when_enabled():
-    with batching.progress_bar(5, "demo", enabled=True) as advance:
-        for _ in range(5):
-            advance(1)
-    with batching.progress_bar(5, "demo", enabled=False) as advance:
-        advance(5)  # a no-op

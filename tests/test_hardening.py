@@ -224,3 +224,16 @@ def test_explanation_moves_to_a_device_with_its_params():
     adapter = tiny_adapter(2)
     out = ux.create("wam", adapter, n_samples=2, levels=1).explain(random_inputs(adapter, 2)).cpu()
     assert out.params["n_samples"] == 2 and all(v.device.type == "cpu" for v in out.raw_attributions().values())
+
+
+@pytest.mark.parametrize("name, params", [("smoothgrad", {"n_samples": 8}),
+                                          ("wam", {"variant": "smoothgrad", "n_samples": 8})])
+def test_planted_items_alone_equal_the_batch(name, params):
+    """Failed by up to 77 % (smoothgrad) and 48 % (wam) when noise was drawn for the whole batch."""
+    adapter = ux.data.load_model("planted-image", device="cpu", progress=False)
+    x, y = ux.data.load_dataset("planted-image")[:7]
+    explainer = ux.create(name, adapter, **params)
+    batch = explainer.explain(x, y)
+    for i in range(7):
+        alone = explainer.explain(x[i : i + 1], y[i : i + 1])
+        torch.testing.assert_close(alone.where[0], batch.where[i], rtol=1e-4, atol=1e-5 * float(batch.where[i].max()))

@@ -671,7 +671,7 @@ def explain(
     sample_rate: Optional[float] = typer.Option(None, "--sample-rate", help="the model's audio sample rate in Hz"),
     out: Path = typer.Option(Path("uxai-out"), "--out", "-o", help="output folder (one subfolder per run setting)"),
     batch_size: Optional[str] = typer.Option(None, "--batch-size", help="samples per model call: an integer or"
-                                             " auto [default: the adapter's, 16]"),
+                                             " auto [default: auto, probed once per model and input shape]"),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda:0 ..."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars on a terminal"),
 ):

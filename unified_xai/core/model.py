@@ -80,9 +80,10 @@ class ModelAdapter:
         perturbations live in the space *before* it.
     class_names : optional names of the K classes.
     device : ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:0"``...
-    batch_size : default chunk size of every batched evaluation; counts perturbed samples. 16 by
-        measurement (experiments/bench_wam.py): on CPU, per-sample forward+backward time of ResNet-18 at
-        224 and of the built-in audio model is lowest at chunks of 4-16 and grows beyond.
+    batch_size : rows (perturbed samples) per model call of every batched evaluation. ``"auto"``
+        (default) probes a few chunk sizes once per model, sample shape and pass kind (gradient or
+        no-grad) within a memory budget and caches the choice (:mod:`unified_xai.core.autobatch`;
+        experiments/bench_batch.py: within 1-4 % of the best fixed size on ResNet-18 and the built-ins).
     progress : ``None`` shows progress bars only on a terminal; ``False`` silences them.
     name : model id stored in every Explanation.
     dtype : floating dtype of the inputs; must be the model's parameter dtype.
@@ -95,7 +96,7 @@ class ModelAdapter:
 
     def __init__(self, model: nn.Module, input_shape: Sequence[int | None], preprocess: Callable | None = None,
                  class_names: Sequence[str] | None = None, device: str | torch.device = "auto",
-                 batch_size: int | str = 16, progress: bool | None = None, name: str | None = None,
+                 batch_size: int | str = "auto", progress: bool | None = None, name: str | None = None,
                  dtype: torch.dtype = torch.float32, sample_rate: float | None = None):
         if not isinstance(model, nn.Module):
             raise ParameterError(f"model must be a torch.nn.Module, got {type(model).__name__}")

@@ -351,7 +351,7 @@ def _looks_like_path(name: str) -> bool:
     return name.lower().endswith(CHECKPOINT_SUFFIXES) or os.path.sep in name or os.path.exists(name)
 
 
-def load_model(name: str | os.PathLike, device: str | torch.device = "auto", batch_size: int = 16,
+def load_model(name: str | os.PathLike, device: str | torch.device = "auto", batch_size: int | str = "auto",
                progress: bool | None = None, pretrained: bool | str = "auto",
                input_shape: Sequence[int | None] | None = None, arch: str | None = None,
                sample_rate: float | None = None) -> ModelAdapter:
