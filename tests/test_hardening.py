@@ -237,3 +237,18 @@ def test_planted_items_alone_equal_the_batch(name, params):
     for i in range(7):
         alone = explainer.explain(x[i : i + 1], y[i : i + 1])
         torch.testing.assert_close(alone.where[0], batch.where[i], rtol=1e-4, atol=1e-5 * float(batch.where[i].max()))
+
+
+def test_auto_batch_size_skips_the_probe_for_a_small_job_and_gives_the_same_result():
+    from unified_xai.core import autobatch
+
+    adapter = tiny_adapter(2, batch_size="auto")
+    x = random_inputs(adapter, batch=3)
+    small = ux.create("saliency", adapter).explain(x, targets=0)  # 3 rows: one chunk, no probe
+    assert autobatch.cached_choice(adapter, x.shape[1:], "grad") is None
+    big = ux.create("smoothgrad", adapter, n_samples=8).explain(x, targets=0)  # 24 rows: probed once
+    assert autobatch.cached_choice(adapter, x.shape[1:], "grad") is not None
+    fixed = tiny_adapter(2, batch_size=5)
+    torch.testing.assert_close(small.where, ux.create("saliency", fixed).explain(x, targets=0).where)
+    torch.testing.assert_close(big.where, ux.create("smoothgrad", fixed, n_samples=8).explain(x, targets=0).where,
+                               rtol=1e-5, atol=1e-7)

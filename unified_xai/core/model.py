@@ -17,6 +17,8 @@ from .errors import InputError, ParameterError, UXAIError
 
 MODALITIES = {1: "signal", 2: "image", 3: "volume"}
 _WARNED_TRAIN_MODE: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
+#: with ``batch_size="auto"``, a job of at most this many rows runs as one chunk, unprobed
+SMALL_JOB_ROWS = 16
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -158,14 +160,21 @@ class ModelAdapter:
         return (f"ModelAdapter({self.name}, input_shape={self.input_shape}, modality={self.modality!r},"
                 f" device={self.device}, batch_size={self.batch_size})")
 
-    def chunk_size(self, x: torch.Tensor, kind: str = "grad") -> int:
+    def chunk_size(self, x: torch.Tensor, kind: str = "grad", rows: int | None = None) -> int:
         """Rows per model call for inputs shaped like ``x``: ``batch_size``, or the probed choice
-        when it is ``"auto"`` (cached per model, sample shape and pass kind ``"grad"`` / ``"nograd"``)."""
+        when it is ``"auto"`` (cached per model, sample shape and pass kind ``"grad"`` / ``"nograd"``).
+
+        ``rows``: how many rows the job needs; a job of at most :data:`SMALL_JOB_ROWS` rows runs as one
+        chunk without a probe (the probe would cost more than the job), unless a choice is cached.
+        """
         if self.batch_size != "auto":
             return self.batch_size
-        from .autobatch import choose_batch_size
+        from .autobatch import cached_choice, choose_batch_size
 
-        return choose_batch_size(self, tuple(x.shape[1:]), kind)
+        sample_shape = tuple(x.shape[1:])
+        if rows is not None and rows <= SMALL_JOB_ROWS and cached_choice(self, sample_shape, kind) is None:
+            return max(int(rows), 1)
+        return choose_batch_size(self, sample_shape, kind)
 
     def show_progress(self, progress: bool | None = None) -> bool:
         return progress_enabled(self.progress if progress is None else progress)
@@ -318,7 +327,7 @@ class ModelAdapter:
     def predict(self, x: torch.Tensor, batch_size: int | None = None, progress: bool | None = None) -> torch.Tensor:
         """Logits ``(B, K)`` in eval mode, evaluated in chunks of ``batch_size`` without autograd."""
         x = self.check_input(x)
-        batch_size = batch_size or self.chunk_size(x, "nograd")
+        batch_size = batch_size or self.chunk_size(x, "nograd", rows=x.shape[0])
         outputs = []
         with self.evaluating(), progress_bar(x.shape[0], "predict",
                                              self.show_progress(progress) and x.shape[0] > batch_size) as advance:

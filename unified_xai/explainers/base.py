@@ -106,9 +106,10 @@ class Explainer:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
         return f"{type(self).__name__}({args})"
 
-    def chunk_size(self, x: torch.Tensor) -> int:
-        """Perturbed rows per model call: the ``batch_size`` parameter, else the adapter's choice."""
-        return self.config.get("batch_size") or self.adapter.chunk_size(x, self.pass_kind)
+    def chunk_size(self, x: torch.Tensor, rows: int | None = None) -> int:
+        """Perturbed rows per model call: the ``batch_size`` parameter, else the adapter's choice
+        (``rows``: the rows the job needs, so a small job skips the ``"auto"`` probe)."""
+        return self.config.get("batch_size") or self.adapter.chunk_size(x, self.pass_kind, rows)
 
     def explain(self, x, targets=None) -> Explanation:
         """Explain the decisions on ``x`` ``(B, C, *spatial)`` for ``targets`` (default: predicted classes).

@@ -39,7 +39,7 @@ class _GradientExplainer(Explainer):
         acc = torch.zeros_like(x)
         total = n * batch
         with progress_bar(total, self.name, self.adapter.show_progress() and total > 1) as advance:
-            for part in chunks(total, self.chunk_size(x)):
+            for part in chunks(total, self.chunk_size(x, total)):
                 blocks = list(sample_blocks(part.start, part.stop, batch))
                 rows = torch.empty(part.stop - part.start, *x.shape[1:], device=x.device, dtype=x.dtype)
                 offset = 0
@@ -166,7 +166,7 @@ class GradCAM(Explainer):
         layer = self.config["layer"]
         maps = []
         with progress_bar(x.shape[0], self.name, self.adapter.show_progress() and x.shape[0] > 1) as advance:
-            for part in chunks(x.shape[0], self.chunk_size(x)):
+            for part in chunks(x.shape[0], self.chunk_size(x, x.shape[0])):
                 acts, grads = self.adapter.layer_gradient(x[part], targets[part], layer)
                 acts, grads = self._spatial(acts, layer), self._spatial(grads, layer)
                 weights = grads.flatten(2).mean(2).view(*grads.shape[:2], *[1] * (grads.ndim - 2))

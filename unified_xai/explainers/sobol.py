@@ -125,7 +125,7 @@ class SobolAttribution(_SobolExplainer):
         design = self._design(d)
         c = self.config
         references = self._reference(x)
-        chunk = self.chunk_size(x)
+        chunk = self.chunk_size(x, len(design))
         maps = []
         for i in range(x.shape[0]):
             xi, x0 = x[i : i + 1], references[i : i + 1]
@@ -182,7 +182,7 @@ class WaveletSobol(_SobolExplainer):
         offsets = [sum(counts[:j]) for j in range(len(counts))]
         d = sum(counts)
         design = self._design(d)
-        chunk = self.chunk_size(x)
+        chunk = self.chunk_size(x, len(design))
         indices = []
         for i in range(x.shape[0]):
             zi = [t[i : i + 1] for t in coeffs.tensors()]

@@ -161,7 +161,7 @@ class WAM(Explainer):
         sums = None
         with progress_bar(total, f"wam ({plan.variant})", self.adapter.show_progress()) as advance, \
                 self.adapter.frozen():
-            for part in chunks(total, self.chunk_size(x)):
+            for part in chunks(total, self.chunk_size(x, total)):
                 segments = list(sample_blocks(part.start, part.stop, batch))
                 rows = self._rows(plan, x, segments, part.stop - part.start)
                 chunk_targets = torch.cat([targets[i0:i1] for _, i0, i1 in segments])
