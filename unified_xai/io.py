@@ -343,7 +343,7 @@ def _load_image(path: Path, shape: tuple, steps: list) -> torch.Tensor:
     elif x.shape[0] == 3 and channels == 1:
         x = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]).unsqueeze(0)
         steps.append("RGB converted to grayscale (ITU-R 601 luma)")
-    return _fit_image(x, height, width, steps).clamp(0.0, 1.0).unsqueeze(0)
+    return fit_image(x, height, width, steps).clamp(0.0, 1.0).unsqueeze(0)
 
 
 def _image_array(image, steps: list) -> np.ndarray:
@@ -395,7 +395,7 @@ def _drop_alpha(array: np.ndarray, steps: list) -> np.ndarray:
     return colour * alpha + (1.0 - alpha)
 
 
-def _fit_image(x: torch.Tensor, height: int | None, width: int | None, steps: list) -> torch.Tensor:
+def fit_image(x: torch.Tensor, height: int | None, width: int | None, steps: list) -> torch.Tensor:
     """Centre-crop ``(k, h, w)`` to the model's aspect ratio, then resize (antialiased bilinear)."""
     h, w = x.shape[1:]
     if height is not None and width is not None:

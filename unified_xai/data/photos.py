@@ -24,9 +24,9 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..core.errors import ParameterError, UXAIError
+from ..io import fit_image
 from .datasets import ArrayDataset
 
 SIZE = 224
@@ -120,11 +120,7 @@ def to_square_tensor(image: np.ndarray, size: int = SIZE) -> torch.Tensor:
         raise UXAIError(f"expected a gray (H, W) or colour (H, W, 3|4) image, got shape {array.shape}")
     scale = 255.0 if array.dtype == np.uint8 else 1.0
     x = torch.from_numpy(np.array(array[..., :3], dtype=np.float32)).permute(2, 0, 1) / scale
-    height, width = x.shape[1:]
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    x = x[:, top:top + side, left:left + side]
-    x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+    x = fit_image(x, size, size, [])  # the file readers' centre crop and antialiased resize
     return x.clamp_(0.0, 1.0)
 
 
