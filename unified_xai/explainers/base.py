@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .. import wavelets
+from ..core.batching import chunks, progress_bar, sample_blocks
 from ..core.errors import InputError, ParameterError
 from ..core.explanation import Explanation
 from ..core.model import ModelAdapter
@@ -67,6 +68,18 @@ def expand_baseline(value, x: torch.Tensor, explainer: str) -> torch.Tensor:
                          f" (B, C, *spatial)") from None
 
 
+def sample_rows(segments, count: int, like: torch.Tensor,
+                write: Callable[[int, int, int, torch.Tensor], None]) -> torch.Tensor:
+    """The ``count`` rows of one chunk, shaped like ``like``'s rows, written in place:
+    ``write(k, i0, i1, out)`` fills copy ``k`` of inputs ``i0:i1`` (no per-row temporaries)."""
+    out = like.new_empty(count, *like.shape[1:])
+    offset = 0
+    for k, i0, i1 in segments:
+        write(k, i0, i1, out[offset:offset + i1 - i0])
+        offset += i1 - i0
+    return out
+
+
 class Explainer:
     """Subclasses declare ``params`` (name -> :class:`Param`) and implement ``_explain``.
 
@@ -110,6 +123,35 @@ class Explainer:
         """Perturbed rows per model call: the ``batch_size`` parameter, else the adapter's choice
         (``rows``: the rows the job needs, so a small job skips the ``"auto"`` probe)."""
         return self.config.get("batch_size") or self.adapter.chunk_size(x, self.pass_kind, rows)
+
+    def weighted_sums(self, x: torch.Tensor, targets: torch.Tensor, weights: Sequence[float],
+                      rows: Callable[[list, int], Any],
+                      gradients: Callable[[Any, torch.Tensor], list[torch.Tensor]]) -> list[torch.Tensor]:
+        """The one chunk loop of the gradient methods: ``sum_k weights[k] * gradients(row_k)`` per input.
+
+        Rows are laid out sample-major (row ``k * B + i`` is copy ``k`` of input ``i``), so an input's
+        sums never depend on the rest of the batch or the chunk size. ``rows(segments, count)`` builds
+        one chunk's rows from its ``(k, i0, i1)`` segments; ``gradients(rows, targets)`` returns a list of
+        per-row tensors (one per band). Returns the weighted sums, each ``(B, ...)``.
+        """
+        batch = x.shape[0]
+        total = len(weights) * batch
+        sums = None
+        with progress_bar(total, self.name, self.adapter.show_progress() and total > 1) as advance, \
+                self.adapter.frozen():
+            for part in chunks(total, self.chunk_size(x, total)):
+                segments = list(sample_blocks(part.start, part.stop, batch))
+                chunk_targets = torch.cat([targets[i0:i1] for _, i0, i1 in segments])
+                grads = gradients(rows(segments, part.stop - part.start), chunk_targets)
+                if sums is None:
+                    sums = [g.new_zeros(batch, *g.shape[1:]) for g in grads]
+                offset = 0
+                for k, i0, i1 in segments:
+                    for acc, g in zip(sums, grads):
+                        acc[i0:i1].add_(g[offset:offset + i1 - i0], alpha=float(weights[k]))
+                    offset += i1 - i0
+                advance(part.stop - part.start)
+        return sums
 
     def explain(self, x, targets=None) -> Explanation:
         """Explain the decisions on ``x`` ``(B, C, *spatial)`` for ``targets`` (default: predicted classes).

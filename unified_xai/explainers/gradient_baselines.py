@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from ..core import hooks
-from ..core.batching import chunks, progress_bar, sample_blocks
+from ..core.batching import chunks, progress_bar
 from ..core.errors import ParameterError, UXAIError
 from ..core.explanation import Explanation
 from ..core.registry import Param, register_explainer
 from ..core.seeds import noise_samples
-from .base import Explainer, channel_sum, expand_baseline, resize
+from .base import Explainer, channel_sum, expand_baseline, resize, sample_rows
 from .quadrature import RULES, quadrature
 
 _ABSOLUTE = Param(True, types=(bool,), doc="abs before the channel sum in `where`")
@@ -35,25 +35,9 @@ class _GradientExplainer(Explainer):
 
         ``build(k, i0, i1, out)`` writes copy ``k`` of inputs ``i0:i1`` into ``out`` (in place).
         """
-        batch, n = x.shape[0], len(weights)
-        acc = torch.zeros_like(x)
-        total = n * batch
-        with progress_bar(total, self.name, self.adapter.show_progress() and total > 1) as advance:
-            for part in chunks(total, self.chunk_size(x, total)):
-                blocks = list(sample_blocks(part.start, part.stop, batch))
-                rows = torch.empty(part.stop - part.start, *x.shape[1:], device=x.device, dtype=x.dtype)
-                offset = 0
-                for k, i0, i1 in blocks:
-                    build(k, i0, i1, rows[offset:offset + i1 - i0])
-                    offset += i1 - i0
-                chunk_targets = torch.cat([targets[i0:i1] for _, i0, i1 in blocks])
-                _, (grads,) = self.adapter.target_gradient(rows, chunk_targets)
-                offset = 0
-                for k, i0, i1 in blocks:
-                    acc[i0:i1].add_(grads[offset:offset + i1 - i0], alpha=float(weights[k]))
-                    offset += i1 - i0
-                advance(part.stop - part.start)
-        return acc
+        (sums,) = self.weighted_sums(x, targets, weights, lambda segments, count: sample_rows(segments, count, x, build),
+                                     lambda rows, t: list(self.adapter.target_gradient(rows, t)[1]))
+        return sums
 
     def gradients(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.weighted_gradients(x, targets, [1.0], lambda k, i0, i1, out: out.copy_(x[i0:i1]))

@@ -36,12 +36,11 @@ from typing import Callable
 import torch
 
 from .. import wavelets
-from ..core.batching import chunks, progress_bar, sample_blocks
 from ..core.errors import ParameterError
 from ..core.explanation import Explanation
 from ..core.registry import Param, register_explainer
 from ..core.seeds import noise_samples
-from .base import WAVELET_PARAMS, Explainer, expand_baseline
+from .base import WAVELET_PARAMS, Explainer, expand_baseline, sample_rows
 from .quadrature import RULES, quadrature
 
 VARIANTS = ("integrated", "smoothgrad", "gradient")
@@ -155,41 +154,21 @@ class WAM(Explainer):
         return alphas.tolist(), weights.tolist()
 
     def _accumulate(self, plan: _Plan, x: torch.Tensor, targets: torch.Tensor) -> Bands:
-        """The one chunk loop: rows ``r = k * B + i`` (sample k of input i), weighted sums per input."""
-        batch = x.shape[0]
-        total = len(plan.weights) * batch
-        sums = None
-        with progress_bar(total, f"wam ({plan.variant})", self.adapter.show_progress()) as advance, \
-                self.adapter.frozen():
-            for part in chunks(total, self.chunk_size(x, total)):
-                segments = list(sample_blocks(part.start, part.stop, batch))
-                rows = self._rows(plan, x, segments, part.stop - part.start)
-                chunk_targets = torch.cat([targets[i0:i1] for _, i0, i1 in segments])
-                grads = self._gradients(plan, rows, chunk_targets)
-                if sums is None:
-                    sums = [g.new_zeros(batch, *g.shape[1:]) for g in grads]
-                offset = 0
-                for k, i0, i1 in segments:
-                    for acc, g in zip(sums, grads):
-                        acc[i0:i1].add_(g[offset:offset + i1 - i0], alpha=plan.weights[k])
-                    offset += i1 - i0
-                advance(part.stop - part.start)
-        return sums
+        """Weighted sums per input over the shared chunk loop (rows ``k * B + i``: sample k of input i)."""
+        return self.weighted_sums(x, targets, plan.weights, lambda segments, count: self._rows(plan, x, segments, count),
+                                  lambda rows, chunk_targets: self._gradients(plan, rows, chunk_targets))
 
     def _rows(self, plan: _Plan, x: torch.Tensor, segments, count: int) -> torch.Tensor | Bands:
         """The perturbed rows of one chunk, written in place: inputs on the fast path, else coefficients."""
         if plan.variant == "integrated":
-            rows = [_path_rows(s, d, plan.alphas, segments, count) for s, d in zip(plan.start, plan.delta)]
+            rows = [sample_rows(segments, count, s, lambda k, i0, i1, out, s=s, d=d: torch.add(
+                s[i0:i1], d[i0:i1], alpha=plan.alphas[k], out=out)) for s, d in zip(plan.start, plan.delta)]
             return rows[0] if plan.fast else rows
-        rows = x.new_empty(count, *x.shape[1:])
-        offset = 0
-        for k, i0, i1 in segments:
-            out = rows[offset:offset + i1 - i0]
-            if plan.variant == "smoothgrad":
-                torch.addcmul(x[i0:i1], plan.noise[k], plan.sigma[i0:i1], out=out)
-            else:
-                out.copy_(x[i0:i1])
-            offset += i1 - i0
+        if plan.variant == "smoothgrad":
+            rows = sample_rows(segments, count, x, lambda k, i0, i1, out: torch.addcmul(
+                x[i0:i1], plan.noise[k], plan.sigma[i0:i1], out=out))
+        else:
+            rows = sample_rows(segments, count, x, lambda k, i0, i1, out: out.copy_(x[i0:i1]))
         return rows if plan.fast else self._dwt(rows).tensors()
 
     def _gradients(self, plan: _Plan, rows, targets: torch.Tensor) -> Bands:
@@ -243,16 +222,6 @@ class WAM(Explainer):
             where=scale_maps.sum(1), method=self.name, scales=scales, scale_maps=scale_maps,
             attributions=dict(zip(attributions.band_keys(), attributions.tensors())), level_names=names,
         )
-
-
-def _path_rows(start: torch.Tensor, delta: torch.Tensor, alphas: list[float], segments, count: int) -> torch.Tensor:
-    """Rows ``start + alpha_k * delta`` of one chunk, written in place (no per-row temporaries)."""
-    out = start.new_empty(count, *start.shape[1:])
-    offset = 0
-    for k, i0, i1 in segments:
-        torch.add(start[i0:i1], delta[i0:i1], alpha=alphas[k], out=out[offset:offset + i1 - i0])
-        offset += i1 - i0
-    return out
 
 
 def _channel_mean_abs_normalised(bands: Bands) -> Bands:
