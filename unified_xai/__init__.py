@@ -5,7 +5,7 @@
 >>> x, y = ux.data.load_dataset("digits", split="test")[:4]
 >>> explanation = ux.create("saliency", adapter).explain(x)
 """
-from . import data, metrics, sampling, wavelets
+from . import data, metrics, objectives, sampling, wavelets
 from .core import (
     CheckpointError, Explanation, InputError, LayerError, ModelAdapter, Param, ParameterError, RegistrationError, Split,
     SplitError, UnknownNameError, UXAIError, create, list_explainers, register_explainer,
@@ -15,5 +15,5 @@ from . import explainers  # noqa: E402  (registers the built-in explainers)
 __version__ = "0.1.0"
 __all__ = [
     "CheckpointError", "Explanation", "InputError", "LayerError", "ModelAdapter", "Param", "ParameterError",
-    "RegistrationError", "Split", "SplitError", "UXAIError", "UnknownNameError", "explainers", "create", "data", "list_explainers", "metrics", "register_explainer", "sampling", "wavelets",
+    "RegistrationError", "Split", "SplitError", "UXAIError", "UnknownNameError", "explainers", "create", "data", "list_explainers", "metrics", "objectives", "register_explainer", "sampling", "wavelets",
 ]

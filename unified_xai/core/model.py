@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import hooks
+from . import hooks, objectives
 from .batching import chunks, progress_bar, progress_enabled
 from .errors import InputError, ParameterError, UXAIError
 
@@ -239,14 +239,15 @@ class ModelAdapter:
         values = targets.tolist() if isinstance(targets, (torch.Tensor, np.ndarray)) else targets
         if isinstance(values, (str, int, float, np.generic)) or values is None:
             values = [values]
-        indices = [self._class_index(v, n_classes) for v in list(values)]
+        indices = [self.class_index(v, n_classes) for v in list(values)]
         if len(indices) == 1 and x.shape[0] > 1:
             indices = indices * x.shape[0]
         if len(indices) != x.shape[0]:
             raise InputError(f"got {len(indices)} targets for {x.shape[0]} inputs; give one per input, or one for all")
         return torch.tensor(indices, dtype=torch.long, device=self.device)
 
-    def _class_index(self, value, n_classes: int) -> int:
+    def class_index(self, value, n_classes: int) -> int:
+        """A class given by index or name (case-insensitive) as an index in ``[0, n_classes)``."""
         if isinstance(value, str):
             if self.class_names is None:
                 raise InputError(f"target {value!r} is a class name but this model has no class names; give an index")
@@ -342,13 +343,37 @@ class ModelAdapter:
         with self.evaluating():
             return self.forward(x).gather(1, targets.view(-1, 1)).squeeze(1)
 
+    def objective_scores(self, x: torch.Tensor, objective, targets: torch.Tensor,
+                         extra_layers: Sequence[str] = ()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One forward of ``x``: the objective's score per input ``(B,)`` and the activations it read
+        (plus ``extra_layers``), with autograd and mode as the caller sets them.
+
+        ``objective``: None (each input's target logit), a class index or name, or an
+        :class:`~unified_xai.core.objectives.Objective`. Its layers are read by hooks that live for this
+        call only; when no term needs the logits the forward stops after the last layer read.
+        """
+        objective = objectives.as_objective(objective)
+        names = list(dict.fromkeys(list(objective.layers) + list(extra_layers)))
+        if not names:
+            logits = self.forward(x)
+            return objective.value(self, logits, {}, targets), {}
+        out: dict[str, torch.Tensor] = {}
+
+        def run():
+            out["logits"] = self.forward(x)
+
+        acts = hooks.capture_activations(self.model, run, names, stop_early=not objective.needs_logits)
+        return objective.value(self, out.get("logits"), acts, targets), acts
+
     def target_gradient(self, leaves: torch.Tensor | Sequence[torch.Tensor], targets: torch.Tensor,
-                        transform: Callable[..., torch.Tensor] | None = None):
-        """Target logits and their gradients w.r.t. ``leaves`` for one chunk, in eval mode.
+                        transform: Callable[..., torch.Tensor] | None = None, objective=None):
+        """Objective scores (default: target logits) and their gradients w.r.t. ``leaves`` for one chunk,
+        in eval mode.
 
         ``transform(*leaves)`` builds the model input (e.g. an inverse wavelet transform); without it
-        the single leaf is the input. Samples are independent, so the gradient of the *sum* of target
-        logits gives every per-sample gradient in one backward pass.
+        the single leaf is the input. Samples are independent, so the gradient of the *sum* of the
+        scores gives every per-sample gradient in one backward pass. ``objective``: see
+        :meth:`objective_scores`.
 
         Returns ``(scores (B,), tuple of gradients shaped like leaves)``.
         """
@@ -357,29 +382,31 @@ class ModelAdapter:
         leaves = [leaf.detach().requires_grad_(True) for leaf in leaves]
         with self.evaluating(), self.frozen(), torch.enable_grad():
             x = transform(*leaves) if transform is not None else leaves[0]
-            scores = self.forward(x).gather(1, targets.view(-1, 1)).squeeze(1)
+            if objective is None:
+                scores = self.forward(x).gather(1, targets.view(-1, 1)).squeeze(1)
+            else:
+                scores, _ = self.objective_scores(x, objective, targets)
+            _check_differentiable(scores, objective)
             grads = torch.autograd.grad(scores.sum(), leaves)
         return scores.detach(), grads
 
-    def layer_gradient(self, x: torch.Tensor, targets: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Activations of ``layer`` (its first call) and the gradient of the target logits w.r.t. them."""
-        module = hooks.get_layer(self.model, layer)
-        captured: list[torch.Tensor] = []
-
-        def hook(mod, inputs, output):
-            if not captured:
-                captured.append(hooks._first_tensor(output))
-
-        with self.evaluating(), self.frozen(), torch.enable_grad(), hooks.forward_hooks([module], hook):
+    def layer_gradient(self, x: torch.Tensor, targets: torch.Tensor, layer: str,
+                       objective=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Activations of ``layer`` (its first call) and the gradient of the objective (default: the
+        target logits) w.r.t. them."""
+        hooks.get_layer(self.model, layer)
+        with self.evaluating(), self.frozen(), torch.enable_grad():
             # the input requires grad so every layer after it does, even with the user's frozen weights
-            scores = self.forward(x.detach().requires_grad_(True)).gather(1, targets.view(-1, 1)).squeeze(1)
-            if not captured:
-                raise UXAIError(f"layer {layer!r} was not called during the forward pass; pick a layer the model runs")
-            if not captured[0].requires_grad:
+            scores, acts = self.objective_scores(x.detach().requires_grad_(True), objective, targets, [layer])
+            act = acts[layer]
+            if not act.requires_grad:
                 raise UXAIError(f"the output of layer {layer!r} does not depend on the input through autograd"
                                 f" (e.g. an embedding lookup); pick a later layer")
-            (grad,) = torch.autograd.grad(scores.sum(), captured[0])
-        return captured[0].detach(), grad
+            _check_differentiable(scores, objective)
+            (grad,) = torch.autograd.grad(scores.sum(), act, allow_unused=True)
+        if grad is None:  # the objective reads a layer before this one
+            grad = torch.zeros_like(act)
+        return act.detach(), grad
 
     # ------------------------------------------------------------ layers
     def layer_names(self) -> list[str]:
@@ -470,6 +497,12 @@ class LayerHandle:
 
     def split(self) -> Split:
         return self.adapter.split(self.name)
+
+
+def _check_differentiable(scores: torch.Tensor, objective) -> None:
+    if not scores.requires_grad:
+        raise UXAIError(f"the objective {objectives.as_objective(objective).describe()} does not depend on the input"
+                        f" through autograd; pick a layer after the input (not an embedding lookup)")
 
 
 def _dim(size: int | None) -> str:

@@ -13,6 +13,7 @@ from ..core.batching import chunks, progress_bar, sample_blocks
 from ..core.errors import InputError, ParameterError
 from ..core.explanation import Explanation
 from ..core.model import ModelAdapter
+from ..core.objectives import Objective, check_objective
 from ..core.registry import Param, validate_params
 
 #: the DWT parameters shared by every wavelet-domain explainer
@@ -23,6 +24,12 @@ WAVELET_PARAMS = {
     "levels": Param(3, types=(int,), low=1, doc="DWT levels: scales = approximation + one per level"),
     "mode": Param("reflect", choices=tuple(wavelets.MODES), doc="boundary extension of the DWT"),
 }
+
+
+#: what a gradient explainer attributes, shared by every one of them
+OBJECTIVE_PARAM = Param(None, allow_none=True, check=check_objective,
+                        doc="what to attribute: None = the target logit; an objective from ux.objectives (Logit,"
+                            " Channel, Neuron, Direction, a CRAFT Concept; combine with + - and weights)")
 
 
 def channel_sum(attributions: torch.Tensor, absolute: bool) -> torch.Tensor:
@@ -110,6 +117,8 @@ class Explainer:
                                  f" ones; `uxai list` shows the other explainers")
         self.adapter = adapter
         self.config = validate_params(self.name, self.params, params, self.aliases)
+        if isinstance(self.config.get("objective"), Objective):
+            self.config["objective"].check(adapter)  # a wrong layer name lists the valid ones, up front
         self._check_config()
 
     def _check_config(self) -> None:
@@ -183,6 +192,8 @@ def _plain(value: Any) -> Any:
     """Parameter values as JSON-friendly plain data (tensors become lists)."""
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().tolist()
+    if isinstance(value, Objective):
+        return value.describe()
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value

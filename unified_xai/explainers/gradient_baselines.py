@@ -18,11 +18,12 @@ from ..core.errors import ParameterError, UXAIError
 from ..core.explanation import Explanation
 from ..core.registry import Param, register_explainer
 from ..core.seeds import noise_samples
-from .base import Explainer, channel_sum, expand_baseline, resize, sample_rows
+from .base import OBJECTIVE_PARAM, Explainer, channel_sum, expand_baseline, resize, sample_rows
 from .quadrature import RULES, quadrature
 
 _ABSOLUTE = Param(True, types=(bool,), doc="abs before the channel sum in `where`")
 _BATCH = Param(None, types=(int,), low=1, allow_none=True, doc="perturbed rows per model call (default: the adapter's)")
+_OBJECTIVE = OBJECTIVE_PARAM
 _N_SAMPLES = "perturbed copies per input: noise draws (SmoothGrad) or path points (Integrated Gradients)"
 
 
@@ -36,7 +37,8 @@ class _GradientExplainer(Explainer):
         ``build(k, i0, i1, out)`` writes copy ``k`` of inputs ``i0:i1`` into ``out`` (in place).
         """
         (sums,) = self.weighted_sums(x, targets, weights, lambda segments, count: sample_rows(segments, count, x, build),
-                                     lambda rows, t: list(self.adapter.target_gradient(rows, t)[1]))
+                                     lambda rows, t: list(self.adapter.target_gradient(
+                                         rows, t, objective=self.config["objective"])[1]))
         return sums
 
     def gradients(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -51,7 +53,7 @@ class Saliency(_GradientExplainer):
     """Saliency (Simonyan et al., 2014): ``attributions`` = d logit_target / d x (signed, per channel);
     ``where`` = |grad| summed over channels. Cost: one forward + backward per input."""
 
-    params = {"absolute": _ABSOLUTE, "batch_size": _BATCH}
+    params = {"absolute": _ABSOLUTE, "objective": _OBJECTIVE, "batch_size": _BATCH}
 
     def _explain(self, x, targets):
         return self._result(self.gradients(x, targets))
@@ -61,7 +63,7 @@ class Saliency(_GradientExplainer):
 class InputXGradient(_GradientExplainer):
     """Input times its gradient (Shrikumar et al., 2016). Cost: one forward + backward per input."""
 
-    params = {"absolute": _ABSOLUTE, "batch_size": _BATCH}
+    params = {"absolute": _ABSOLUTE, "objective": _OBJECTIVE, "batch_size": _BATCH}
 
     def _explain(self, x, targets):
         return self._result(x * self.gradients(x, targets))
@@ -78,6 +80,7 @@ class SmoothGrad(_GradientExplainer):
         "stdev_spread": Param(0.15, types=(float, int), low=0.0, doc="noise sigma as a fraction of each input's range"),
         "absolute": _ABSOLUTE,
         "seed": Param(0, types=(int,), doc="noise seed"),
+        "objective": _OBJECTIVE,
         "batch_size": _BATCH,
     }
 
@@ -106,6 +109,7 @@ class IntegratedGradients(_GradientExplainer):
         "baseline": Param(0.0, types=(float, int, torch.Tensor), doc="path start x0"),
         "quadrature": Param("gausslegendre", choices=RULES, doc="rule on [0, 1]"),
         "absolute": _ABSOLUTE,
+        "objective": _OBJECTIVE,
         "batch_size": _BATCH,
     }
     aliases = {"n_steps": "n_samples"}
@@ -137,6 +141,7 @@ class GradCAM(Explainer):
     params = {
         "layer": Param(None, types=(str,), allow_none=True, doc="dotted layer name (`uxai info MODEL`); None: automatic"),
         "relu": Param(True, types=(bool,), doc="keep only positive evidence"),
+        "objective": _OBJECTIVE,
         "batch_size": _BATCH,
     }
 
@@ -151,7 +156,8 @@ class GradCAM(Explainer):
         maps = []
         with progress_bar(x.shape[0], self.name, self.adapter.show_progress() and x.shape[0] > 1) as advance:
             for part in chunks(x.shape[0], self.chunk_size(x, x.shape[0])):
-                acts, grads = self.adapter.layer_gradient(x[part], targets[part], layer)
+                acts, grads = self.adapter.layer_gradient(x[part], targets[part], layer,
+                                                          objective=self.config["objective"])
                 acts, grads = self._spatial(acts, layer), self._spatial(grads, layer)
                 weights = grads.flatten(2).mean(2).view(*grads.shape[:2], *[1] * (grads.ndim - 2))
                 cam = (weights * acts).sum(1, keepdim=True)

@@ -40,7 +40,7 @@ from ..core.errors import ParameterError
 from ..core.explanation import Explanation
 from ..core.registry import Param, register_explainer
 from ..core.seeds import noise_samples
-from .base import WAVELET_PARAMS, Explainer, expand_baseline, sample_rows
+from .base import OBJECTIVE_PARAM, WAVELET_PARAMS, Explainer, expand_baseline, sample_rows
 from .quadrature import RULES, quadrature
 
 VARIANTS = ("integrated", "smoothgrad", "gradient")
@@ -87,6 +87,8 @@ class WAM(Explainer):
     quadrature : integrated path rule: gausslegendre, riemann_left/right/middle/trapezoid.
     fast_path : "auto" uses the orthonormal identity when it is exact; True requires it; False never.
     reference_compat : reproduce the official code's recipe for the input's modality (see the module doc).
+    objective : what to attribute (None: the target logit); e.g. ``craft.objective(k)`` gives the
+        wavelet scale profile of CRAFT concept ``k`` in this input.
     seed : noise seed.  batch_size : perturbed samples per forward/backward chunk.
     """
 
@@ -100,6 +102,7 @@ class WAM(Explainer):
         "fast_path": Param("auto", choices=("auto", True, False)),
         "reference_compat": Param(False, types=(bool,)),
         "seed": Param(0, types=(int,)),
+        "objective": OBJECTIVE_PARAM,
         "batch_size": Param(None, types=(int,), low=1, allow_none=True),
     }
 
@@ -174,15 +177,17 @@ class WAM(Explainer):
     def _gradients(self, plan: _Plan, rows, targets: torch.Tensor) -> Bands:
         """Per-row gradients of the target logits: of the input when accumulating in pixels, else of
         every coefficient (mapped by the reference recipe under ``reference_compat``)."""
+        objective = self.config["objective"]
         if plan.in_pixels:
-            _, grads = self.adapter.target_gradient(rows, targets)
+            _, grads = self.adapter.target_gradient(rows, targets, objective=objective)
             return list(grads)
         if plan.fast:
-            _, (grad_x,) = self.adapter.target_gradient(rows, targets)
+            _, (grad_x,) = self.adapter.target_gradient(rows, targets, objective=objective)
             grads = self._dwt(grad_x).tensors()
         else:
             _, grads = self.adapter.target_gradient(
-                rows, targets, transform=lambda *leaves: wavelets.idwt(plan.coeffs.with_tensors(list(leaves))))
+                rows, targets, transform=lambda *leaves: wavelets.idwt(plan.coeffs.with_tensors(list(leaves))),
+                objective=objective)
         return plan.row_map(list(grads)) if plan.row_map is not None else list(grads)
 
     def _finish(self, plan: _Plan, sums: Bands, size) -> Explanation:
