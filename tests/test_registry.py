@@ -19,7 +19,7 @@ def test_saliency_is_registered_and_created(adapter2d):
     assert "saliency" in ux.list_explainers()
     assert ux.list_explainers("sal*") == ["saliency"]
     explainer = ux.create("saliency", adapter2d, absolute=False)
-    assert explainer.config == {"absolute": False, "batch_size": None}
+    assert explainer.config == {"absolute": False, "objective": None, "batch_size": None}
 
 
 def test_unknown_explainer_lists_names(adapter2d):

