@@ -138,7 +138,8 @@ class Craft:
 
     def config(self) -> dict:
         """The parameters that define a bank (part of its key)."""
-        return {"n_concepts": self.n_concepts, "patch_size": self.patch_size, "stride": self.stride,
+        # lists, not tuples: the config is stored as JSON and must compare equal after a round trip
+        return {"n_concepts": self.n_concepts, "patch_size": _listed(self.patch_size), "stride": _listed(self.stride),
                 "crop_fit": self.crop_fit, "n_designs": self.n_designs, "sampler": self.sampler,
                 "estimator": self.estimator, "solver": self.solver, "n_top_crops": self.n_top_crops,
                 "seed": self.seed}
@@ -374,8 +375,8 @@ class Craft:
     def concept_maps(self, images) -> torch.Tensor:
         """Per-position concept coefficients on the input grid ``(N, K, *spatial)``.
 
-        NNLS of the activations at every position of the layer's grid (bank fixed), resized smoothly
-        to the input (a signal model's (frequency, time) layer gives time curves).
+        NNLS of the activations at every position of the layer's grid (bank fixed), resized
+        (bi/trilinearly) to the input (a signal model's (frequency, time) layer gives time curves).
         """
         x = self.adapter.check_input(images)
         W = self._bank()
@@ -387,7 +388,8 @@ class Craft:
                 raise ParameterError(f"Craft: layer {self.layer!r} outputs pooled features {tuple(act.shape)}, so"
                                      f" concepts have no place; fit the bank at a layer with a spatial grid")
             u = nnls(positions.reshape(-1, positions.shape[2]), W).view(positions.shape[0], positions.shape[1], -1)
-            maps.append(to_input_grid(u.transpose(1, 2).reshape(u.shape[0], -1, *grid), x.shape[2:], "concept maps"))
+            maps.append(to_input_grid(u.transpose(1, 2).reshape(u.shape[0], -1, *grid), x.shape[2:], "concept maps",
+                                      mode="linear"))  # linear keeps coefficients >= 0
         return torch.cat(maps)
 
     # ------------------------------------------------------------ importance
@@ -537,6 +539,10 @@ def nonnegative_layers(adapter: ModelAdapter) -> list[str]:
 def _is_logits(name: str, adapter: ModelAdapter, logits: torch.Tensor) -> bool:
     module = hooks.get_layer(adapter.model, name)
     return isinstance(module, torch.nn.Linear) and module.out_features == logits.shape[1]
+
+
+def _listed(value):
+    return None if value is None else list(value)
 
 
 def _positive_int(name: str, value, low: int = 1) -> int:

@@ -2,6 +2,6 @@
 
 The faithfulness metrics (Deletion, Insertion, mu-Fidelity) and stability will live here too.
 """
-from .recovery import explanation_recovery, mass_ratio, pointing_game, top_scale_hits
+from .recovery import concept_match, crop_overlap, explanation_recovery, mass_ratio, pointing_game, top_scale_hits
 
-__all__ = ["explanation_recovery", "mass_ratio", "pointing_game", "top_scale_hits"]
+__all__ = ["concept_match", "crop_overlap", "explanation_recovery", "mass_ratio", "pointing_game", "top_scale_hits"]

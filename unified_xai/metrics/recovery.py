@@ -36,6 +36,47 @@ def top_scale_hits(scales: torch.Tensor, true_scales: torch.Tensor) -> torch.Ten
     return torch.as_tensor(scales).detach().cpu().argmax(1) == torch.as_tensor(true_scales).cpu()
 
 
+def concept_match(coefficients: torch.Tensor, indicators: torch.Tensor) -> dict:
+    """Match learned concepts to planted ones: Hungarian assignment on the cosine between each concept's
+    coefficients ``(n, K)`` and each planted concept's indicator ``(n, P)`` over the same n crops.
+
+    Returns ``{"cosines": (P,) cosine of each planted concept with its matched concept (0 when K < P
+    leaves it unmatched), "assignment": (P,) the matched concept index (-1 if none), "matrix": (K, P)}``.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    u = torch.as_tensor(coefficients).detach().cpu().double()
+    t = torch.as_tensor(indicators).detach().cpu().double()
+    if u.ndim != 2 or t.ndim != 2 or u.shape[0] != t.shape[0]:
+        raise InputError(f"coefficients (n, K) and indicators (n, P) must have the same n rows, got"
+                         f" {tuple(u.shape)} and {tuple(t.shape)}")
+    cos = (u / u.norm(dim=0).clamp_min(1e-30)).T @ (t / t.norm(dim=0).clamp_min(1e-30))  # (K, P)
+    rows, cols = linear_sum_assignment(-cos.numpy())
+    cosines = torch.zeros(t.shape[1], dtype=torch.float64)
+    assignment = torch.full((t.shape[1],), -1, dtype=torch.long)
+    for k, p in zip(rows.tolist(), cols.tolist()):
+        cosines[p], assignment[p] = cos[k, p], k
+    return {"cosines": cosines, "assignment": assignment, "matrix": cos}
+
+
+def crop_overlap(masks: torch.Tensor, boxes: torch.Tensor, patch) -> torch.Tensor:
+    """``(n,)``: the share of each crop's item mask that lies inside the crop.
+
+    ``masks (N, *spatial)`` bool, ``boxes (n, 1 + ndim)`` as ``Craft.crop_boxes_`` (item index, then the
+    window start per axis), ``patch`` the window size per axis.
+    """
+    masks = torch.as_tensor(masks).cpu().bool()
+    boxes = torch.as_tensor(boxes).cpu().long()
+    patch = tuple(int(p) for p in patch)
+    selected = masks[boxes[:, 0]]
+    inside = torch.zeros_like(selected)
+    for i, box in enumerate(boxes.tolist()):  # cheap bookkeeping over boxes, not a model path
+        region = (i,) + tuple(slice(s, s + p) for s, p in zip(box[1:], patch))
+        inside[region] = selected[region]
+    total = selected.flatten(1).sum(1).double()
+    return inside.flatten(1).sum(1).double() / total.clamp_min(1)
+
+
 def explanation_recovery(explanation, dataset, index) -> dict:
     """How well an Explanation of planted items recovers their ground truth.
 
