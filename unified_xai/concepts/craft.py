@@ -218,7 +218,16 @@ class Craft:
         return self._split
 
     def _chunk(self, x: torch.Tensor, rows: int) -> int:
+        """Model inputs per call of ``g``: ``batch_size``, else the adapter's choice."""
         return self.batch_size or self.adapter.chunk_size(x, "nograd", rows)
+
+    def _h_chunk(self, act: torch.Tensor, rows: int) -> int:
+        """Rebuilt activations per call of ``h``: ``batch_size``, else as many as fit in ~256 MB (``h`` is
+        usually cheap — pooling and a linear head — so the adapter's probe of the whole model would not fit it)."""
+        if self.batch_size:
+            return self.batch_size
+        per_row = act[:1].numel() * act.element_size() * 4  # rebuilt activations and h's intermediates
+        return int(max(1, min(rows, (256 * 2**20) // max(per_row, 1))))
 
     def _show(self) -> bool:
         return self.adapter.show_progress(self.progress)
@@ -393,11 +402,14 @@ class Craft:
         return torch.cat(maps)
 
     # ------------------------------------------------------------ importance
-    def _coefficients(self, x: torch.Tensor):
-        """For one input ``(1, C, *spatial)``: its activations, per-position coefficients ``(P, K)``, grid."""
-        act = self.activations(x)
-        positions, grid = self._positions(act)
-        return act, nnls(positions[0], self._bank()), grid
+    def _per_input(self, x: torch.Tensor):
+        """For each input: its activations ``(1, ...)``, per-position coefficients ``(P, K)`` and the grid
+        (``g`` runs on chunks of inputs)."""
+        for part in chunks(x.shape[0], self._chunk(x, x.shape[0])):
+            acts = self.activations(x[part])
+            for i in range(acts.shape[0]):
+                positions, grid = self._positions(acts[i:i + 1])
+                yield acts[i:i + 1], nnls(positions[0], self._bank()), grid
 
     def _scores(self, act, coefficients, grid, masks: torch.Tensor, class_id: int) -> torch.Tensor:
         """Class logits of the activations rebuilt from masked concepts: ``h(layout((U * m) W))``."""
@@ -419,12 +431,12 @@ class Craft:
         rows = self.n_designs * (K + 2)
         out = torch.empty(x.shape[0], K)
         with progress_bar(x.shape[0], "craft importance", self._show() and x.shape[0] > 1) as advance:
-            for i in range(x.shape[0]):  # one Sobol estimate per input, on its own coefficients
-                act, coefficients, grid = self._coefficients(x[i:i + 1])
+            # one Sobol estimate per input, on its own coefficients
+            for i, (act, coefficients, grid) in enumerate(self._per_input(x)):
                 result = sampling.sobol_indices(
                     lambda m: self._scores(act, coefficients, grid, m, class_id), K, self.n_designs,
                     sampler=self.sampler, estimator=self.estimator, seed=self.seed,
-                    batch_size=self._chunk(x, rows), device=self.adapter.device, dtype=self.adapter.dtype)
+                    batch_size=self._h_chunk(act, rows), device=self.adapter.device, dtype=self.adapter.dtype)
                 out[i] = result.total.cpu()
                 advance(1)
         return out
@@ -438,9 +450,9 @@ class Craft:
         masks = torch.ones(K + 1, K, device=self.adapter.device, dtype=self.adapter.dtype)
         masks[1:].fill_diagonal_(0.0)
         out = torch.empty(x.shape[0], K)
-        for i in range(x.shape[0]):
-            act, coefficients, grid = self._coefficients(x[i:i + 1])
-            scores = self._scores(act, coefficients, grid, masks, class_id)
+        for i, (act, coefficients, grid) in enumerate(self._per_input(x)):
+            scores = torch.cat([self._scores(act, coefficients, grid, masks[part], class_id)
+                                for part in chunks(K + 1, self._h_chunk(act, K + 1))])
             out[i] = (scores[0] - scores[1:]).cpu()
         return out
 
