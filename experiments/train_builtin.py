@@ -6,8 +6,9 @@
 Seeded and CPU-only. Prints the test accuracy and, for the planted sets, how well the input
 gradient of each model recovers the planted wavelet scale and place (see
 ``builtin_checks.py``), plus two cheap proxies of the Sobol checks (removing whole Haar
-levels, occluding cells of an 8-per-axis grid). Weights go to ``unified_xai/data/weights/<name>.pt``
-in the library's checkpoint format.
+levels, occluding cells of an 8-per-axis grid); for ``planted-concepts`` (parts), how much each
+class logit drops when each part is removed from the input. Weights go to
+``unified_xai/data/weights/<name>.pt`` in the library's checkpoint format.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from unified_xai.data import BUILTIN_MODELS, load_dataset, save_checkpoint
 from builtin_checks import (gradient_recoverability, level_ablation_recoverability,
                                      occlusion_recoverability)
 from unified_xai.data.loading import WEIGHTS_DIR, _build
-from unified_xai.data.planted import SPECS, generate_planted
+from unified_xai.data.planted import SPECS, generate_planted, part_ablation
 
 # epochs, learning rate, batch size; the planted sets draw a fresh training set every epoch
 RECIPES = {
@@ -31,6 +32,7 @@ RECIPES = {
     "planted-image": {"epochs": 6, "lr": 3e-3, "batch": 64, "train_noise": 0.2},
     "planted-audio": {"epochs": 5, "lr": 3e-3, "batch": 64},
     "planted-volume": {"epochs": 6, "lr": 3e-3, "batch": 32, "train_noise": 0.2},
+    "planted-concepts": {"epochs": 8, "lr": 3e-3, "batch": 64},
 }
 
 
@@ -114,6 +116,23 @@ def planted_figures(model, name: str) -> dict:
             "occlusion": occlusion["accuracy"]}
 
 
+def concept_figures(model, name: str) -> dict:
+    """Parts datasets: the mean drop of each class logit when each of its parts is removed (input space)."""
+    test = load_dataset(name, "test")
+    result = part_ablation(model, test)
+    print(f"  [{name}] mean target-logit drop when a part is removed (over the class's test items;"
+          f" in brackets: over the items showing it)")
+    ok = True
+    for cls, drops in result["mean"].items():
+        main = test.part_names[test.main_parts[cls]]
+        shown = result["mean_present"][cls]
+        cells = "  ".join(f"{part} {drop:.2f} ({shown[part]:.2f})" for part, drop in drops.items())
+        most = test.part_names[result["order"][cls][0]]
+        ok &= most == main
+        print(f"      {cls:>10}: {cells}   largest: {most}{'' if most == main else '  <-- NOT the main part ' + main}")
+    return {"main_part_ablation": float(ok)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="all", choices=["all", *RECIPES])
@@ -130,7 +149,8 @@ def main() -> None:
         print(f"== {name}", flush=True)
         model, report = train(name, args.epochs, args.seed)
         if name in SPECS:
-            report.update(planted_figures(model, name))
+            report.update(concept_figures(model, name) if "parts" in SPECS[name].extra
+                          else planted_figures(model, name))
         if not args.no_save:
             spec = BUILTIN_MODELS[name]
             path = save_checkpoint(model, args.out / f"{name}.pt", arch=spec["arch"], input_shape=spec["input_shape"],
@@ -140,8 +160,8 @@ def main() -> None:
         summary.append(report)
     print("\n== summary")
     for r in summary:
-        extra = "".join(f"  {k} {r[k]:.3f}" for k in ("gradient_scale", "gradient_where", "level_ablation", "occlusion")
-                        if k in r)
+        keys = ("gradient_scale", "gradient_where", "level_ablation", "occlusion", "main_part_ablation")
+        extra = "".join(f"  {k} {r[k]:.3f}" for k in keys if k in r)
         print(f"{r['name']:>15}: test acc {r['test_accuracy']:.4f}  params {r['parameters']}"
               f"  train {r['train_seconds']:.0f} s{extra}")
 

@@ -40,9 +40,10 @@ def tiny_factory() -> nn.Module:
 
 # --------------------------------------------------------------------------- built-ins
 def test_lists():
-    assert list_models() == ["digits", "efficientnet-lite0-imagenet", "planted-audio", "planted-image",
-                             "planted-volume"]
-    assert list_datasets() == ["digits", "photos", "planted-audio", "planted-image", "planted-volume"]
+    assert list_models() == ["digits", "efficientnet-lite0-imagenet", "planted-audio", "planted-concepts",
+                             "planted-image", "planted-volume"]
+    assert list_datasets() == ["digits", "photos", "planted-audio", "planted-concepts", "planted-image",
+                               "planted-volume"]
 
 
 @pytest.mark.parametrize("name", ["digits", *PLANTED])

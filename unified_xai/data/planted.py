@@ -215,6 +215,8 @@ def part_evidence(spec: PlantedSpec) -> dict[str, list[int]]:
     out = {}
     for c, cls in enumerate(spec.class_names):
         parts = list(spec.extra["class_parts"].get(cls, ()))
+        if not parts:  # the background class has no parts
+            continue
         others = (rates.sum(0) - rates[c]) / (n_classes - 1)
         score = {p: float(rates[c, p] - others[p]) for p in parts}
         out[cls] = sorted(parts, key=lambda p: -score[p])
@@ -318,14 +320,15 @@ def _generate_concepts(spec: PlantedSpec, n: int, gen: torch.Generator, clean: b
     # the inherited fields: the item's present class part carrying the most evidence, and its class parts
     evidence = part_evidence(spec)
     levels_of = torch.tensor([p["level"] for p in parts])
-    concepts = torch.full((n,), -1, dtype=torch.long)
-    masks = torch.zeros(n, *spatial, dtype=torch.bool)
+    rank = torch.full((len(spec.class_names), n_parts), n_parts, dtype=torch.long)  # n_parts = not a class part
     for c, cls in enumerate(spec.class_names):
-        sel = targets == c
-        for p in reversed(evidence[cls]):
-            here = sel & part_present[:, p]
-            concepts[here] = p
-            masks[here] |= part_masks[here, p]
+        for r, p in enumerate(evidence.get(cls, [])):
+            rank[c, p] = r
+    item_rank = torch.where(part_present, rank[targets], torch.full_like(part_present, n_parts, dtype=torch.long))
+    best_rank, best = item_rank.min(dim=1)
+    concepts = torch.where(best_rank < n_parts, best, torch.full_like(best, -1))
+    own = item_rank < n_parts  # (n, P): present parts of the item's own class
+    masks = (part_masks & own.view(n, n_parts, *([1] * ndim))).any(dim=1)
     levels = torch.where(concepts >= 0, levels_of[concepts.clamp(min=0)], torch.full_like(concepts, -1))
     return {"inputs": x, "targets": targets, "masks": masks, "levels": levels, "concepts": concepts,
             "part_masks": part_masks, "part_present": part_present, "part_corners": part_corners}
