@@ -6,8 +6,9 @@
 For each class with evidence: a bank fitted on ``--images`` test items of the class, then
 
 * match: Hungarian on the cosine between the concept coefficients of the crops and the planted
-  ground-truth indicators of the crops (planted-concepts: each part, a crop holding >= 50 % of it;
-  planted-image/volume/audio: the two pattern variants and "no evidence"); the minimum cosine;
+  ground-truth indicators of the crops (planted-concepts: each part, a crop holding >= 50 % of it, and
+  the background, a crop touching no part; planted-image/volume/audio: the two pattern variants and
+  "no evidence"); the minimum cosine; banks have as many concepts as there are planted ones;
 * top: the most important concept is the one matched to the part carrying the most class evidence;
 * mass: the median mass ratio of the concept maps of that concept on the planted region (1 = chance);
 * rho: Spearman between the Sobol importances and the mean |logit drop| of removing each concept;
@@ -45,10 +46,15 @@ def truth_and_regions(ds, index, craft):
         parts = ds.class_parts[cls]
         with_size = torch.cat([boxes, torch.full((boxes.shape[0], 1), patch[0], dtype=torch.long)], 1)
         items = index[boxes[:, 0]]
-        indicators = part_indicators(ds, torch.cat([items[:, None], with_size[:, 1:]], 1))[:, parts]
+        rows = torch.cat([items[:, None], with_size[:, 1:]], 1)
+        indicators = part_indicators(ds, rows)[:, parts]
+        # the background is a planted concept too: the crops that touch no part at all
+        empty = (part_indicators(ds, rows, threshold=None).sum(1) == 0).double()[:, None]
         regions = ds.part_masks[index][:, parts]
+        regions = torch.cat([regions, ~ds.part_masks[index].any(1, keepdim=True)], 1)
         main = parts.index(ds.main_parts[cls])
-        return indicators.double(), regions, main, ds.part_scales[parts]
+        return (torch.cat([indicators.double(), empty], 1), regions, main,
+                torch.cat([ds.part_scales[parts], torch.tensor([-1])]))
     overlap = crop_overlap(ds.masks[index], boxes, patch)
     kind = ds.concepts[index][boxes[:, 0]]
     inside = overlap >= 0.5
@@ -59,8 +65,11 @@ def truth_and_regions(ds, index, craft):
     return indicators, regions, None, torch.stack([scale, scale, torch.tensor(-1)])
 
 
-def evaluate(model: str, n_images: int, wam_items: int) -> list[dict]:
-    layer, patch, stride = SETTINGS[model]
+def evaluate(model: str, n_images: int, wam_items: int, crop_fit: str = "auto", patch=None, stride=None,
+             layer=None) -> list[dict]:
+    default_layer, default_patch, default_stride = SETTINGS[model]
+    layer = layer or default_layer
+    patch, stride = patch or default_patch, stride or default_stride
     adapter = ux.data.load_model(model, progress=False)
     ds = ux.data.load_dataset(model, "test")
     rows = []
@@ -70,7 +79,7 @@ def evaluate(model: str, n_images: int, wam_items: int) -> list[dict]:
         x = ds.inputs[index]
         K = n_planted(ds, class_id)
         start = time.perf_counter()
-        craft = Craft_for(adapter, layer, patch, stride, K).fit(x, class_id)
+        craft = Craft_for(adapter, layer, patch, stride, K, crop_fit).fit(x, class_id)
         seconds = time.perf_counter() - start
         indicators, regions, main, scales = truth_and_regions(ds, index, craft)
         match = concept_match(craft.crop_coefficients_, indicators)
@@ -92,14 +101,15 @@ def evaluate(model: str, n_images: int, wam_items: int) -> list[dict]:
 
 
 def n_planted(ds, class_id: int) -> int:
-    """The planted concepts of a class: its parts, or the two pattern variants plus "no evidence"."""
+    """The planted concepts of a class: its parts plus the background, or the two pattern variants plus
+    "no evidence" (the background: what every crop without evidence shows)."""
     if isinstance(ds, ConceptDataset):
-        return len(ds.class_parts[ds.class_names[class_id]])
+        return len(ds.class_parts[ds.class_names[class_id]]) + 1
     return 3
 
 
-def Craft_for(adapter, layer, patch, stride, K):
-    return ux.concepts.Craft(adapter, layer, K, patch_size=patch, stride=stride, seed=0)
+def Craft_for(adapter, layer, patch, stride, K, crop_fit="auto"):
+    return ux.concepts.Craft(adapter, layer, K, patch_size=patch, stride=stride, crop_fit=crop_fit, seed=0)
 
 
 def main() -> None:
@@ -107,11 +117,15 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=[m for m in SETTINGS if m in ux.data.list_models()])
     parser.add_argument("--images", type=int, default=32, help="class test items per bank")
     parser.add_argument("--wam-items", type=int, default=12, help="items for the concept scale check")
+    parser.add_argument("--crop-fit", default="auto", choices=ux.concepts.craft.CROP_FITS)
+    parser.add_argument("--patch", type=int, default=None, help="crop side (default: per model, see SETTINGS)")
+    parser.add_argument("--stride", type=int, default=None)
+    parser.add_argument("--layer", default=None, help="layer of the banks (default: per model, see SETTINGS)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows = []
     for model in args.models:
-        rows += evaluate(model, args.images, args.wam_items)
+        rows += evaluate(model, args.images, args.wam_items, args.crop_fit, args.patch, args.stride, args.layer)
     print("\nmodel | class | K | crops | min match cos | top concept = main part | map mass | rho(Sobol, ablation) |"
           " WAM top scale = planted | fit s")
     for r in rows:

@@ -36,6 +36,13 @@ API_OBJECTS = [
     "unified_xai.metrics.recovery.explanation_recovery",
     "unified_xai.data.loading.load_model", "unified_xai.data.loading.load_dataset",
     "unified_xai.data.loading.save_checkpoint", "unified_xai.io.load_inputs",
+    "unified_xai.core.objectives.Logit", "unified_xai.core.objectives.Channel", "unified_xai.core.objectives.Neuron",
+    "unified_xai.core.objectives.Direction", "unified_xai.core.objectives.Combination",
+    "unified_xai.concepts.craft.Craft", "unified_xai.concepts.craft.Craft.fit", "unified_xai.concepts.bank.ConceptBank",
+    "unified_xai.concepts.bank.ConceptBank.load", "unified_xai.concepts.nmf.nmf", "unified_xai.concepts.nmf.nnls",
+    "unified_xai.concepts.objective.Concept", "unified_xai.concepts.recursion.shared_concepts",
+    "unified_xai.concepts.recursion.refine_shared", "unified_xai.concepts.craft.nonnegative_layers",
+    "unified_xai.concepts.craft.NegativeActivationsError", "unified_xai.plotting.plot_concept_bank",
 ]
 
 
@@ -167,6 +174,6 @@ def test_reading_an_explanation_file_without_the_library(tmp_path, monkeypatch, 
     explanation.save("explanation.h5")
     namespace: dict = {}
     exec(compile(code, "explanation.md", "exec"), namespace)  # noqa: S102  (our own documentation)
-    assert namespace["version"] == 2 and namespace["method"] == "wam" and namespace["params"] == {"n_samples": 4}
+    assert namespace["version"] == 3 and namespace["method"] == "wam" and namespace["params"] == {"n_samples": 4}
     assert list(namespace["bands"]) == ["approximation", "level_2"] and namespace["where"].shape == (2, 8, 8)
     assert capsys.readouterr().out.strip() == "wam (2, 8, 8) ['dog', 'cat']"

@@ -8,6 +8,9 @@ exception prints one line and exits with status 1. ``uxai --debug ...`` adds the
 Every ``explain`` run writes to its own folder ``OUT/<model>/<method>[-<non-default settings>]/``
 (``explanation.h5`` and one ``<input name>.png`` per input): runs with other models, methods or
 settings never overwrite each other, and a rerun with identical settings replaces its own folder.
+
+``concepts`` stores the CRAFT concept bank of each class in ``OUT/<model>/concepts/banks/`` (found again
+by its key, so a rerun reuses it) and draws ``OUT/<model>/concepts/<class>.png``.
 """
 from __future__ import annotations
 
@@ -815,6 +818,355 @@ def demo(out: Path = typer.Option(Path("uxai-demo"), "--out", "-o", help="output
     if written:
         console.print("reopen one with: python -c \"import unified_xai as ux; e = ux.Explanation.load('"
                       f"{escape(str(written[0]))}'); print(e.method, e.where.shape)\"")
+
+# --------------------------------------------------------------------------- concepts (CRAFT banks)
+#: WAM settings of the scale profiles in `uxai concepts` (levels: at most this many, fewer when the input is small)
+CONCEPT_WAVELET, CONCEPT_LEVELS = "haar", 3
+
+
+def _concept_layers(adapter) -> tuple[list[str], list[str]]:
+    """(non-negative layers, those of them with a spatial grid), in execution order."""
+    from .concepts import nonnegative_layers
+
+    nonnegative = nonnegative_layers(adapter)
+    shapes = {name: tuple(shape) for name, _, shape in adapter.layer_shapes()}
+    spatial = [n for n in nonnegative if len(shapes.get(n, ())) >= 3 and _prod(shapes[n][2:]) > 1]
+    return nonnegative, spatial
+
+
+def _prod(values) -> int:
+    out = 1
+    for v in values:
+        out *= int(v)
+    return out
+
+
+def _listing(names: list[str], last: int = 8) -> str:
+    shown = names[-last:]
+    return (f"... ({len(names) - len(shown)} earlier), " if len(names) > len(shown) else "") + \
+        ", ".join(repr(n) for n in shown)
+
+
+def _concept_layer(adapter, layer: Optional[str]) -> tuple[str, str]:
+    """The layer to factorise and how it was chosen; a layer CRAFT cannot use is refused with the ones it can."""
+    from .concepts import NegativeActivationsError
+    from .core import hooks
+
+    if layer is not None:
+        hooks.get_layer(adapter.model, layer)  # an unknown name lists the valid ones
+    nonnegative, spatial = _concept_layers(adapter)
+    if layer is None:
+        if not spatial:
+            raise NegativeActivationsError(
+                f"{adapter.name} has no non-negative layer with a spatial grid, which CRAFT's NMF needs"
+                + (f"; non-negative layers without a grid: {_listing(nonnegative)} (give one with --layer)"
+                   if nonnegative else " (e.g. after a ReLU)"))
+        return spatial[-1], "the last non-negative layer with a spatial grid; --layer to change"
+    if layer not in nonnegative:
+        raise NegativeActivationsError(
+            f"--layer {layer!r} has negative activations (or is the logits), but CRAFT factorises the activations"
+            f" with NMF, which needs values >= 0; pick a layer after a ReLU: "
+            + (_listing(spatial or nonnegative) if nonnegative else "this model has none"))
+    return layer, "given with --layer"
+
+
+def _parse_classes(raw: List[str], adapter) -> list[int]:
+    """``--class`` values (indices, names or ImageNet synonyms, comma lists of indices) as class indices."""
+    n_classes = adapter.num_classes()
+    indices: list[int] = []
+    for value in _parse_targets(raw) or []:
+        value = _synonym_index(value, adapter.class_names)
+        try:
+            index = adapter.class_index(value, n_classes)
+        except InputError as exc:
+            raise InputError(f"--class {value!r}: {_message(exc).replace('target ', 'class ')}") from None
+        if index not in indices:
+            indices.append(index)
+    return indices
+
+
+def _class_label(adapter, class_id: int) -> str:
+    names = adapter.class_names
+    return f"{class_id} {names[class_id]!r}" if names and class_id < len(names) else str(class_id)
+
+
+def _class_slugs(adapter, class_ids: list[int]) -> dict[int, str]:
+    """File stems of the class figures: the class name (first synonym), with the index when names collide."""
+    from .plotting import _short_class
+
+    names = adapter.class_names
+    if not names:
+        return {c: f"class-{c}" for c in class_ids}
+    slugs = [_slug(_short_class(str(n)).split(",")[0]) for n in names]
+    return {c: slugs[c] if slugs.count(slugs[c]) == 1 else f"{c}-{slugs[c]}" for c in class_ids}
+
+
+def _folder_files(folder: Path, adapter) -> tuple[list[Path], list[str]]:
+    """The files of ``folder`` this model reads (its modality's kind and tensors), and the names skipped."""
+    from . import io as uxio
+
+    kinds = {1: uxio.AUDIO_SUFFIXES, 2: uxio.IMAGE_SUFFIXES, 3: uxio.VOLUME_SUFFIXES}
+    accepted = kinds.get(adapter.spatial_ndim, ()) + uxio.TENSOR_SUFFIXES
+    taken, skipped = [], []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        name = path.name.lower()
+        (taken if any(name.endswith(suffix) for suffix in accepted) else skipped).append(path)
+    if not taken:
+        found = f"; it holds {', '.join(p.name for p in skipped[:6])}{' ...' if len(skipped) > 6 else ''}" \
+            if skipped else " (it is empty)"
+        article = "an" if adapter.modality[:1] in "aeiou" else "a"
+        raise InputError(f"--images {str(folder)!r} holds no file {article} {adapter.modality} model reads"
+                         f" ({', '.join(accepted)}){found}")
+    return taken, [p.name for p in skipped]
+
+
+def _dataset_class_images(ds, class_id: int, max_images: int) -> tuple[Any, list[str]]:
+    """Items of ``class_id`` (its target, or one of its accepted targets such as the photos'), up to ``max_images``."""
+    import torch
+
+    accepted = getattr(ds, "metadata", {}).get("accepted_targets")
+    targets = ds.targets.tolist()
+    hits = [i for i, t in enumerate(targets)
+            if t == class_id or (accepted is not None and class_id in (accepted[i] or []))][:max_images]
+    names = _dataset_names(ds, 0, len(ds), ds.split if hasattr(ds, "split") else "test")
+    return (ds.inputs[torch.tensor(hits, dtype=torch.long)] if hits else None), [names[i] for i in hits]
+
+
+def _profiles_path(bank_path: Path, levels: int, samples: int) -> Path:
+    return bank_path.with_name(f"{bank_path.stem}.scales-{CONCEPT_WAVELET}{levels}-wam{samples}.json")
+
+
+def _read_profiles(path: Path, bank) -> Optional[tuple]:
+    """Stored scale profiles of ``bank`` (profiles, level names, counts), or None when missing or unreadable."""
+    import json
+
+    import torch
+
+    try:
+        stored = json.loads(path.read_text())
+        profiles = torch.tensor(stored["profiles"], dtype=torch.float32)
+        if stored.get("bank_key") != bank.key or profiles.shape[0] != bank.n_concepts:
+            return None
+        return profiles, list(stored["level_names"]), [int(c) for c in stored["n_expressing"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def concept_scale_profiles(adapter, craft, x, class_id: int, levels: int, samples: int,
+                           batch_size=None) -> tuple[Any, list[str], list[int]]:
+    """Per concept, WAM's scale shares on ``craft.objective(k)`` averaged over the inputs ``x`` that express
+    the concept: ``(K, levels + 1)``, the level names, and per concept how many inputs express it (an
+    input whose coefficient is 0 has no gradient, so no profile; all zeros when none does)."""
+    import torch
+
+    profiles, names, counts = [], [], []
+    for k in range(int(craft.concepts_.shape[0])):
+        params = {"objective": craft.objective(k), "n_samples": samples, "wavelet": CONCEPT_WAVELET, "levels": levels}
+        if isinstance(batch_size, int):
+            params["batch_size"] = batch_size
+        e = ux.create("wam", adapter, **params).explain(x, targets=class_id)
+        shares = e.scales.float().cpu()
+        present = shares.abs().sum(1) > 0
+        profiles.append(shares[present].mean(0) if present.any() else torch.zeros(shares.shape[1]))
+        counts.append(int(present.sum()))
+        names = list(e.level_names or [])
+    return torch.stack(profiles), names, counts
+
+
+@app.command()
+def concepts(
+    model: str = typer.Argument(..., help=_MODEL_HELP),
+    class_: List[str] = typer.Option(..., "--class", "-c", help="class whose concepts to extract: an index or a"
+                                     " class name (repeat for several classes)"),
+    layer: Optional[str] = typer.Option(None, "--layer", help="layer to factorise (non-negative activations);"
+                                        " default: the last non-negative layer with a spatial grid"),
+    images: Optional[Path] = typer.Option(None, "--images", help="folder of images (or audio, volumes, .npy/.pt) of"
+                                          " the class; default: the model's built-in dataset"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="built-in dataset whose items of the class are"
+                                          " used (default: the model's own)"),
+    split: str = typer.Option("test", "--split", help="split of the built-in dataset (train or test)"),
+    n_concepts: int = typer.Option(5, "--n-concepts", "-k", help="concepts per class (the NMF rank)"),
+    patch_size: Optional[int] = typer.Option(None, "--patch-size", help="crop side in pixels (samples, voxels);"
+                                             " default 0.3 x the input size"),
+    stride: Optional[int] = typer.Option(None, "--stride", help="step between crops; default 0.8 x the patch size"),
+    max_images: int = typer.Option(64, "--max-images", help="at most this many images of the class"),
+    seed: int = typer.Option(0, "--seed", help="seed of the NMF and of the Sobol design"),
+    wam_samples: int = typer.Option(16, "--wam-samples", help="WAM path points of each concept's scale profile"),
+    scales: bool = typer.Option(True, "--scales/--no-scales", help="compute each concept's wavelet scale profile"),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape", help=_SHAPE_HELP),
+    arch: Optional[str] = typer.Option(None, "--arch", help=_ARCH_HELP),
+    sample_rate: Optional[float] = typer.Option(None, "--sample-rate", help="the model's audio sample rate in Hz"),
+    out: Path = typer.Option(Path("uxai-out"), "--out", "-o", help="output folder (OUT/<model>/concepts/)"),
+    batch_size: Optional[str] = typer.Option(None, "--batch-size", help="samples per model call: an integer or"
+                                             " auto (the default: probed once per model and input shape)"),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda:0 ..."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars on a terminal"),
+):
+    """Extract CRAFT concepts of classes; writes OUT/<model>/concepts/banks/*.h5 and one PNG per class."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rich.markup import escape
+
+    from .concepts import Craft
+    from .concepts.bank import bank_filename
+    from .plotting import plot_concept_bank
+
+    start = time.perf_counter()
+    shape = parse_input_shape(input_shape)
+    chunk = _parse_batch_size(batch_size)
+    check_device(device)
+    _check_out(out)
+    for option, value in (("--n-concepts", n_concepts), ("--max-images", max_images), ("--wam-samples", wam_samples),
+                          ("--patch-size", patch_size), ("--stride", stride)):
+        if value is not None and value < 1:
+            raise ParameterError(f"{option} must be at least 1, got {value}")
+    if images is not None and dataset is not None:
+        raise ParameterError("give either --images DIR or --dataset NAME, not both")
+    if images is not None:
+        if not images.exists():
+            raise InputError(f"--images folder {str(images)!r} does not exist (relative to {os.getcwd()})")
+        if not images.is_dir():
+            raise InputError(f"--images takes a folder of the class's images, but {str(images)!r} is a file")
+        if len(class_) > 1:
+            raise ParameterError(f"--images holds the images of one class, but {len(class_)} --class were given;"
+                                 f" run once per class with its own folder")
+    console = _console()
+    removed = clean_stale_temporaries(out, depth=3)
+    if removed:
+        console.print(f"removed {len(removed)} temporary file(s) left by killed runs in {out}")
+
+    adapter = load_model_from_cli(model, arch=arch, input_shape=shape, device=device, batch_size=chunk,
+                                  progress=progress, sample_rate=sample_rate)
+    class_ids = _parse_classes(class_, adapter)
+    if images is not None and len(class_ids) > 1:
+        raise ParameterError(f"--images holds the images of one class, but {len(class_ids)} classes were given;"
+                             f" run once per class with its own folder")
+    chosen, why = _concept_layer(adapter, layer)
+    folder = out / model_folder_name(model, arch, shape, sample_rate) / "concepts"
+    bank_dir = folder / "banks"
+    sources: dict[int, tuple[Any, str]] = {}
+    notes: list[str] = []
+    if images is not None:
+        from .io import load_inputs
+
+        files, skipped = _folder_files(images, adapter)
+        total = len(files)
+        loaded = load_inputs(files[:max_images], adapter)
+        x = loaded.x[:max_images]
+        what = f"{x.shape[0]} input(s) from {min(total, max_images)} file(s) of {images}" + \
+            (f" (the first {max_images} of {total}, --max-images)" if total > max_images
+             or len(loaded) > max_images else "")
+        if skipped:
+            more = " ..." if len(skipped) > 4 else ""
+            what += f"; skipped {len(skipped)} other file(s): {', '.join(skipped[:4])}{more}"
+        notes = list(loaded.notes)
+        sources[class_ids[0]] = (x, what)
+    else:
+        name = dataset or _builtin_dataset(model, arch)
+        if name is None:
+            raise InputError(f"give --images DIR: {model!r} has no built-in dataset (or use --dataset; built-in"
+                             f" datasets: {', '.join(ux.data.list_datasets())})")
+        ds = ux.data.load_dataset(name, split=split)
+        for class_id in class_ids:
+            x, names = _dataset_class_images(ds, class_id, max_images)
+            if x is None:
+                accepted = getattr(ds, "metadata", {}).get("accepted_targets") or []
+                present = sorted({int(t) for t in ds.targets.tolist() if int(t) >= 0}
+                                 | {int(t) for row in accepted for t in (row or [])})
+                listing = ", ".join(_class_label(adapter, c) for c in present[:12]) + (" ..." if len(present) > 12
+                                                                                       else "")
+                raise InputError(f"dataset {name!r} ({split} split) has no item of class"
+                                 f" {_class_label(adapter, class_id)}; its classes: {listing}; give --images DIR"
+                                 f" with images of the class")
+            try:
+                x = adapter.check_input(x)
+            except InputError as exc:
+                raise InputError(f"dataset {name!r} does not fit {adapter.name}: {_message(exc)}") from None
+            sources[class_id] = (x, f"{len(names)} item(s) of {name} ({split})"
+                                    + (f", the first {max_images} (--max-images)" if len(names) == max_images else ""))
+    sizes = tuple(int(v) for v in next(iter(sources.values()))[0].shape[2:])
+    if patch_size is not None and patch_size > min(sizes):
+        raise ParameterError(f"--patch-size {patch_size} is larger than the inputs {sizes}; give at most {min(sizes)}")
+    console.print(f"[bold]{escape(adapter.name)}[/bold]: layer {escape(repr(chosen))} ({escape(why)})")
+    for note in notes:
+        console.print(f"conversion: {escape(note)}")
+    levels = 0
+    if scales:
+        from .wavelets import max_levels
+
+        levels = min(CONCEPT_LEVELS, max_levels(sizes, CONCEPT_WAVELET))
+        if levels < 1:
+            console.print(f"note: inputs of size {sizes} are too small for a wavelet level; no scale profiles")
+    slugs = _class_slugs(adapter, class_ids)
+    chunk_int = chunk if isinstance(chunk, int) else None
+    for class_id in class_ids:
+        x, what = sources[class_id]
+        began = time.perf_counter()
+        craft = Craft(adapter, chosen, n_concepts, patch_size=patch_size, stride=stride, seed=seed,
+                      batch_size=chunk_int, progress=progress)
+        key = craft.key(x, class_id)
+        bank_path = bank_dir / bank_filename(adapter.name, chosen, class_id, key)
+        reused = bank_path.exists()
+        craft.fit(x, class_id, bank_dir=bank_dir)
+        bank = craft.bank_
+        fitted_in = time.perf_counter() - began
+        patch = tuple(int(p) for p in bank.top_crop_images_.shape[3:])
+        mode = bank.config.get("crop_fit", "auto")
+        mode = ("tile" if adapter.spatial_ndim == 1 else "resize") if mode == "auto" else mode
+        n_crops = int(bank.crop_boxes_.shape[0])
+        unit = {1: "samples", 2: "px", 3: "voxels"}.get(adapter.spatial_ndim, "")
+        verb = "reused bank" if reused else "fitted bank"
+        console.print(f"[bold]class {escape(_class_label(adapter, class_id))}[/bold]: {verb} of {bank.n_concepts}"
+                      f" concepts in {fitted_in:.1f} s; {escape(what)}; {n_crops} crops of"
+                      f" {'x'.join(map(str, patch))} {unit} ({'tiled' if mode == 'tile' else 'resized'} to the input"
+                      f" size)"
+                      + ("; fitted earlier with the same model, layer, class, settings and images" if reused else ""))
+        profiles, level_names, counts = None, None, []
+        if levels >= 1:
+            cache = _profiles_path(bank_path, levels, wam_samples)
+            began = time.perf_counter()
+            stored = _read_profiles(cache, bank)
+            if stored is not None:
+                profiles, level_names, counts = stored
+                console.print(f"  scale profiles: reused ({escape(str(cache.name))})")
+            else:
+                profiles, level_names, counts = concept_scale_profiles(adapter, craft, x, class_id, levels,
+                                                                       wam_samples, chunk_int)
+                with atomic_write(cache, binary=False) as handle:
+                    json.dump({"bank_key": bank.key, "wavelet": CONCEPT_WAVELET, "levels": levels,
+                               "wam_samples": wam_samples, "n_images": int(x.shape[0]), "n_expressing": counts,
+                               "level_names": level_names, "profiles": profiles.tolist()}, handle)
+                console.print(f"  scale profiles: wam (integrated, {wam_samples} samples, {levels} {CONCEPT_WAVELET}"
+                              f" levels) on {x.shape[0]} input(s) per concept in {time.perf_counter() - began:.1f} s")
+        for k in range(bank.n_concepts):
+            line = f"  concept {k}  importance {float(bank.importances_[k]):.3f}"
+            if profiles is not None:
+                total = float(profiles[k].abs().sum())
+                line += "  scales: " + (", ".join(f"{n.split(' (')[0]} {100 * float(v) / total:.0f} %"
+                                                  for n, v in zip(level_names, profiles[k]))
+                                        + f" (in the {counts[k]} of {x.shape[0]} inputs expressing it)" if total > 0
+                                        else "none (the concept's coefficient is 0 in these images: no gradient)")
+            console.print(escape(line))
+        figure = folder / f"{slugs[class_id]}.png"
+        folder.mkdir(parents=True, exist_ok=True)
+        fig = plot_concept_bank(bank, profiles, level_names, sample_rate=adapter.sample_rate)
+        try:
+            with atomic_write(figure) as handle:
+                fig.savefig(handle, format="png", dpi=100)
+        finally:
+            plt.close(fig)
+        console.print(f"  bank:   {escape(str(bank_path))}")
+        console.print(f"  figure: {escape(str(figure))}")
+    console.print(f"[bold]done[/bold] in {time.perf_counter() - start:.1f} s. Explain inputs with these banks: uxai"
+                  f" explain {escape(model)} -m craft -p bank={escape(str(bank_dir))} -p layer={escape(chosen)}"
+                  f" --target {class_ids[0]}")
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -10,6 +10,9 @@
 * with ``scales``: the share of each level as a bar chart whose labels say what the level means
   (approximation = coarse shape ... finest level = fine texture) in physical units (pixels, voxels,
   Hz when the sample rate is known, samples otherwise).
+
+:func:`plot_concept_bank` draws a CRAFT concept bank: per concept (most important first) its importance,
+its top crops and its wavelet scale profile.
 """
 from __future__ import annotations
 
@@ -452,4 +455,183 @@ def plot_explanation(explanation, index: int = 0, inputs: torch.Tensor | None = 
     else:
         note = _plot_volume(fig, where, x, maps, infos)
     fig.suptitle(_title(explanation, index) + (f"\n{note}" if note else ""), fontsize=10)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# concept banks (CRAFT)
+# --------------------------------------------------------------------------------------------------
+#: top crops shown per concept
+CONCEPT_CROPS = 6
+
+
+def _short_class(name: str | None) -> str:
+    """``"tabby, tabby cat"`` -> ``"tabby"`` for long ImageNet-style names (the first synonym)."""
+    if name and len(name) > 40 and "," in name:
+        return name.split(",")[0]
+    return name or ""
+
+
+def _crop_range(crops: np.ndarray) -> tuple[float, float, str]:
+    """One display range for all the crops of a figure, so that colours compare across crops: [0, 1]
+    (clipped) when the bulk of the values lies there (images in [0, 1] with a little overshoot), else
+    the common min..max."""
+    lo, hi = np.percentile(crops, [1, 99])
+    if lo >= -0.1 and hi <= 1.1:
+        clipped = float(crops.min()) < 0 or float(crops.max()) > 1
+        return 0.0, 1.0, "values clipped to [0, 1]" if clipped else ""
+    lo, hi = float(crops.min()), float(crops.max())
+    return lo, hi if hi > lo else lo + 1.0, f"values {lo:.2g}..{hi:.2g} scaled to the colour range"
+
+
+def _draw_crop(ax, crop: np.ndarray, sample_rate: float | None, span: tuple[float, float] | None = None) -> None:
+    """One crop ``(C, *patch)``: an image, a waveform (signals) or the middle depth slice (volumes);
+    ``span`` is the value range shown: black..white (images and volumes), the amplitude axis (signals)."""
+    ndim = crop.ndim - 1
+    if ndim == 1:
+        if span is not None:
+            ax.set_ylim(*span)
+        length = crop.shape[-1]
+        t = np.arange(length) / sample_rate * 1000 if sample_rate else np.arange(length)
+        waves = crop if crop.shape[0] <= 3 else crop.mean(0, keepdims=True)
+        for wave in waves:
+            ax.plot(t, wave, lw=0.5, color="0.2" if waves.shape[0] == 1 else None)
+        ax.set_xlim(t[0], t[-1] if length > 1 else t[0] + 1)
+        ax.set_yticks([])
+        ax.tick_params(axis="x", labelsize=6, length=2, pad=1)
+        ax.set_xlabel("ms" if sample_rate else "samples", fontsize=6, labelpad=0)
+        for side in ("top", "right", "left"):
+            ax.spines[side].set_visible(False)
+        return
+    if ndim == 3:
+        crop = crop[:, crop.shape[1] // 2]
+    lo, hi = span if span is not None else (float(crop.min()), float(crop.max()) or 1.0)
+    if crop.shape[0] == 3:
+        ax.imshow(np.clip((np.moveaxis(crop, 0, -1) - lo) / (hi - lo), 0, 1), interpolation="nearest")
+    else:
+        gray = crop[0] if crop.shape[0] == 1 else crop.mean(0)
+        ax.imshow(gray, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+    _bare(ax)
+
+
+def _profile_bars(ax, infos: list[LevelInfo], last: bool) -> None:
+    """Compact horizontal bars of a scale profile (one line per level: name and extent)."""
+    shares = [0.0 if i.share is None else i.share for i in infos]
+    ypos = np.arange(len(infos))
+    bars = ax.barh(ypos, shares, color="tab:blue", height=0.65)
+    ax.set_yticks(ypos)
+    ax.set_yticklabels([f"{i.name.replace(' (coarsest)', ' coarsest').replace(' (finest)', ' finest')}, {i.extent}"
+                        for i in infos], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    for bar, info in zip(bars, infos):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, " " + info.share_text, va="center", ha="left",
+                fontsize=7)
+    ax.tick_params(axis="x", labelsize=6, length=2, pad=1)
+    if last:
+        ax.set_xlabel("share of the concept's importance (%)", fontsize=7)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def plot_concept_bank(bank, scale_profiles=None, level_names=None, class_name: str | None = None,
+                      sample_rate: float | None = None, n_crops: int = CONCEPT_CROPS, title: str | None = None):
+    """Figure of a CRAFT concept bank: one row per concept, most important first.
+
+    Each row shows the concept's importance (a bar, all rows on one scale, with its value), its top
+    crops (the crops of the class images whose coefficient on the concept is largest; images as
+    images, signals as waveforms, volumes as their middle depth slice) and, with ``scale_profiles``,
+    its wavelet scale profile (share of WAM's importance per level, e.g. the mean over the class
+    images of ``wam`` on ``craft.objective(k)``).
+
+    Parameters
+    ----------
+    bank : a :class:`~unified_xai.concepts.ConceptBank` (or a fitted ``Craft``, whose ``bank_`` is used).
+    scale_profiles : ``(K, levels + 1)`` per concept, in the order of ``scales`` (approximation first);
+        None leaves the column out.
+    level_names : the names of the levels (``explanation.level_names``); default approximation, level J ... 1.
+    class_name : the class shown in the title (default ``bank.class_name``, else its index).
+    sample_rate : Hz, for signal crops (their time axis in ms) and the frequency bands of the levels.
+    n_crops : top crops shown per concept (at most those stored in the bank).
+    title : a first title line replacing the default one (class, model, layer).
+
+    Returns the :class:`matplotlib.figure.Figure` (not shown: call ``fig.savefig`` or ``plt.show()``).
+    """
+    import matplotlib.pyplot as plt
+    from types import SimpleNamespace
+
+    bank = getattr(bank, "bank_", bank)
+    importances = _np(torch.as_tensor(bank.importances_)).reshape(-1)
+    K = importances.shape[0]
+    crops = bank.top_crop_images_
+    if crops is not None:
+        crops = _np(torch.as_tensor(crops))
+        if crops.ndim < 4 or crops.shape[0] != K:
+            raise InputError(f"top_crop_images_ must be (K, n_top, C, *patch) with K = {K} concepts, got"
+                             f" {tuple(crops.shape)}")
+        crops = crops[:, :max(0, int(n_crops))]
+    shown = 0 if crops is None else crops.shape[1]
+    ndim = crops.ndim - 3 if crops is not None else 2
+    span, span_note = None, ""
+    if shown and ndim != 1:
+        *span, span_note = _crop_range(crops)
+    elif shown:  # waveforms on one amplitude scale
+        peak = float(np.abs(crops).max()) or 1.0
+        span = (-1.05 * peak, 1.05 * peak)
+    profiles = None
+    if scale_profiles is not None:
+        profiles = torch.as_tensor(scale_profiles, dtype=torch.float32).detach().cpu()
+        if profiles.ndim != 2 or profiles.shape[0] != K:
+            raise InputError(f"scale_profiles must be (K, levels + 1) with K = {K} concepts, got"
+                             f" {tuple(profiles.shape)}")
+        if level_names is not None and len(level_names) != profiles.shape[1]:
+            raise InputError(f"{len(level_names)} level names for {profiles.shape[1]} levels in scale_profiles")
+        holder = SimpleNamespace(scales=profiles, scale_maps=None, level_names=list(level_names or []),
+                                 sample_rate=sample_rate)
+
+    crop_width = 1.9 if ndim == 1 else 1.25
+    widths = [1.5] + [crop_width] * shown + ([2.9] if profiles is not None else [])
+    height = 1.3 if profiles is None or profiles.shape[1] <= 5 else 1.5
+    fig = plt.figure(figsize=(sum(widths) + 1.2, height * K + 1.1), layout="constrained")
+    grid = fig.add_gridspec(K, len(widths), width_ratios=widths)
+    top = float(importances.max()) if K and float(importances.max()) > 0 else 1.0
+    for k in range(K):
+        ax = fig.add_subplot(grid[k, 0])
+        ax.barh([0], [importances[k]], color="tab:orange", height=0.5)
+        ax.text(importances[k], 0, f" {importances[k]:.2f}", va="center", ha="left", fontsize=8)
+        ax.set_xlim(0, top * 1.45)
+        ax.set_ylim(-0.6, 0.6)
+        ax.set_yticks([])
+        ax.tick_params(axis="x", labelsize=6, length=2, pad=1)
+        for side in ("top", "right", "left"):
+            ax.spines[side].set_visible(False)
+        ax.set_title(f"concept {k}\n(importance {importances[k]:.2f})", fontsize=9, loc="left", fontweight="bold")
+        if k == K - 1:
+            ax.set_xlabel("importance (total Sobol index)", fontsize=7)
+        for j in range(shown):
+            cell = fig.add_subplot(grid[k, 1 + j])
+            _draw_crop(cell, crops[k, j], sample_rate, span)
+            if k == 0:
+                cell.set_title(f"top crop {j + 1}", fontsize=8)
+        if profiles is not None:
+            ax = fig.add_subplot(grid[k, len(widths) - 1])
+            _profile_bars(ax, level_infos(holder, k, ndim), last=k == K - 1)
+            if not float(profiles[k].abs().sum()) > 0:
+                ax.text(50, (profiles.shape[1] - 1) / 2, "no profile: the concept's coefficient\nis 0 in these images"
+                        " (no gradient)", ha="center", va="center", fontsize=7, color="0.35")
+            if k == 0:
+                ax.set_title("scale profile (WAM on the concept)", fontsize=8)
+    name = class_name if class_name is not None else (bank.class_name or f"class {bank.class_id}")
+    head = title or (f"concepts of “{_short_class(name)}” (class {bank.class_id}) — model {bank.model_id or '?'},"
+                     f" layer {bank.layer}")
+    n_total = None if bank.crop_boxes_ is None else int(bank.crop_boxes_.shape[0])
+    detail = [f"{K} concepts, most important first"]
+    if n_total is not None:
+        n_items = None if bank.importances_per_image_ is None else int(bank.importances_per_image_.shape[0])
+        what = ("image" if ndim == 2 else "input") + ("" if n_items == 1 else "s")
+        detail.append(f"NMF of {n_total} crops" + (f" of {n_items} {what}" if n_items is not None else ""))
+    if shown:
+        notes = (["middle depth slice"] if ndim == 3 else []) + ([span_note] if span_note else [])
+        detail.append("crops most expressing each concept" + (f" ({'; '.join(notes)})" if notes else ""))
+    fig.suptitle(head + "\n" + " · ".join(detail), fontsize=10)
     return fig

@@ -273,7 +273,8 @@ def _generate_concepts(spec: PlantedSpec, n: int, gen: torch.Generator, clean: b
     distractor = torch.tensor(extra["distractors"])[torch.randint(0, len(extra["distractors"]), (n,), generator=gen)]
     n_pos = (size - patch) // align + 1
     candidates = torch.rand(n, n_slots, n_pos ** ndim, generator=gen).argsort(dim=2)
-    amplitude = _uniform(n, 0.3, 0.5, gen, n_slots) * (2 * torch.randint(0, 2, (n, n_slots), generator=gen) - 1)
+    # one sign: a negated part would show the complementary colour (red bars would look cyan), i.e. another concept
+    amplitude = _uniform(n, 0.3, 0.5, gen, n_slots)
     x = _nuisance(n, shape, gen)
     contrast = _uniform(n, 0.7, 1.3, gen, *([1] * (ndim + 1)))
     x = torch.zeros_like(x) if clean else (x - 0.5) * contrast + 0.5
