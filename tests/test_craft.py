@@ -318,3 +318,77 @@ def test_craft_explainer_fills_the_concept_fields(planted_image, tmp_path):
         ux.create("craft", adapter, bank=tmp_path / "empty", layer="features", scales=False).explain(x)
     with pytest.raises(ux.ParameterError, match="does not exist"):
         ux.create("craft", adapter, bank=tmp_path / "missing", layer="features")
+
+
+# ------------------------------------------------------------------ planted-concepts: an ordinary CNN, parts as concepts
+@pytest.fixture(scope="module")
+def concept_banks():
+    """One bank per object class of planted-concepts, as many concepts as planted (3 parts + background).
+
+    Settings of experiments/craft_recovery.py: crops tiled (not zoomed: a zoom changes the textures' Haar
+    scale), the earlier ReLU ``features.7``.
+    """
+    from unified_xai.data.datasets import part_indicators
+
+    adapter = ux.data.load_model("planted-concepts", batch_size=256, progress=False)
+    ds = ux.data.load_dataset("planted-concepts", "test")
+    banks = {}
+    for class_id in range(3):
+        index = torch.nonzero(ds.targets == class_id).flatten()[:32]
+        craft = Craft(adapter, "features.7", 4, patch_size=24, stride=8, crop_fit="tile").fit(ds.inputs[index], class_id)
+        parts = ds.class_parts[ds.class_names[class_id]]
+        b = craft.crop_boxes_
+        rows = torch.cat([index[b[:, 0]][:, None], b[:, 1:], torch.full((b.shape[0], 1), 24)], 1)
+        touched = part_indicators(ds, rows, threshold=None).sum(1) > 0
+        truth = torch.cat([part_indicators(ds, rows)[:, parts], (~touched).float()[:, None]], 1)
+        banks[class_id] = (craft, index, parts, concept_match(craft.crop_coefficients_, truth.double()))
+    return adapter, ds, banks
+
+
+def test_planted_concepts_the_most_important_concept_is_the_main_part(concept_banks):
+    adapter, ds, banks = concept_banks
+    for class_id, (craft, index, parts, match) in banks.items():
+        main = parts.index(ds.main_parts[ds.class_names[class_id]])
+        assert int(match["assignment"][main]) == 0, (class_id, match["assignment"])  # rank 0 = main part
+        # the main part and the background are recovered as concepts
+        assert match["cosines"][main] >= 0.8 and match["cosines"][-1] >= 0.8, (class_id, match["cosines"])
+        maps = craft.concept_maps(ds.inputs[index])
+        region = ds.part_masks[index][:, ds.main_parts[ds.class_names[class_id]]]
+        assert mass_ratio(maps[:, 0], region).median() > 3
+    # class alpha: every planted concept matched (the weak parts of beta and gamma merge; see the note)
+    assert banks[0][3]["cosines"].min() >= 0.8, banks[0][3]["cosines"]
+
+
+def test_planted_concepts_sobol_agrees_with_ablation(concept_banks):
+    adapter, ds, banks = concept_banks
+    for class_id, (craft, index, _, _) in banks.items():
+        drop = craft.ablation(ds.inputs[index]).abs().mean(0)
+        assert spearmanr(drop, craft.importances_).statistic >= 0.8, (class_id, drop, craft.importances_)
+
+
+def test_planted_concepts_wam_on_the_main_concept_finds_its_scale(concept_banks):
+    adapter, ds, banks = concept_banks
+    for class_id, (craft, index, parts, _) in banks.items():
+        main = ds.main_parts[ds.class_names[class_id]]
+        x = ds.inputs[index[:12]]
+        e = ux.create("wam", adapter, objective=craft.objective(0), n_samples=16).explain(x, targets=class_id)
+        hits = (e.scales.argmax(1) == ds.part_scales[main]).float().mean()
+        assert hits >= 0.7, (class_id, e.scales)
+
+
+def test_the_shared_part_is_flagged_shared_and_main_parts_are_not(concept_banks):
+    adapter, ds, banks = concept_banks
+    crafts = [banks[c][0] for c in range(3)]
+    shared = ux.concepts.shared_concepts(crafts, threshold=0.5)
+    for class_id, (craft, _, parts, match) in banks.items():
+        assert 0 not in shared[class_id]  # a class's main part is its own
+    blue = ds.part_names.index(next(n for n in ds.part_names if "blue" in n))
+    for class_id in (0, 1):  # alpha and beta share the blue part
+        _, _, parts, match = banks[class_id]
+        assert int(match["assignment"][parts.index(blue)]) in shared[class_id]
+    pair = ux.concepts.shared_concepts(crafts[:2], threshold=0.5)
+    children = ux.concepts.refine_shared(crafts[:2], "features.5", threshold=0.5, n_concepts=2, n_crops=24)
+    for class_id, split in children.items():
+        assert set(split) == set(pair[class_id])
+        for k, child in split.items():
+            assert child.layer_ == "features.5" and crafts[class_id].bank_.children[k] is child.bank_

@@ -9,7 +9,7 @@ from .bank import ConceptBank, find_bank
 from .craft import Craft, NegativeActivationsError, NotFittedError, nonnegative_layers, window_starts
 from .nmf import nmf, nnls
 from .objective import Concept, nnls_with_gradient
-from .recursion import refine_shared, shared_concepts
+from .recursion import concept_sharing, refine_shared, shared_concepts
 
-__all__ = ["Concept", "ConceptBank", "Craft", "NegativeActivationsError", "NotFittedError", "find_bank", "nmf",
+__all__ = ["Concept", "ConceptBank", "Craft", "concept_sharing", "NegativeActivationsError", "NotFittedError", "find_bank", "nmf",
            "nnls", "nnls_with_gradient", "nonnegative_layers", "refine_shared", "shared_concepts", "window_starts"]

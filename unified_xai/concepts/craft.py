@@ -482,7 +482,7 @@ class Craft:
 
         The crops that most activate the concept (``n_crops``, default the top 20 % of crops with a
         non-zero coefficient, at least ``2 * n_concepts``) are factorised again at ``layer``; the
-        sub-concepts' importance is measured on those crops as model inputs. ``images`` are the fit
+        sub-concepts' importance is measured on the 32 most activating of those crops as model inputs. ``images`` are the fit
         images (kept from :meth:`fit`; pass them again for a bank loaded from disk). The child is
         returned and stored in ``bank_.children[concept]`` (saved with the bank).
         """
@@ -503,7 +503,8 @@ class Craft:
                       n_designs=self.n_designs, sampler=self.sampler, estimator=self.estimator, solver=self.solver,
                       n_top_crops=self.n_top_crops, seed=self.seed, batch_size=self.batch_size, progress=self.progress)
         key = hashlib.sha256(f"{self.key_}/{k}/{layer}/{n_concepts}/{count}".encode()).hexdigest()[:20]
-        child.bank_ = child._fit_crops(crops, child.crop_boxes(count, size), self.class_id_, key)
+        child.bank_ = child._fit_crops(crops, child.crop_boxes(count, size), self.class_id_, key,
+                                       importance_inputs=crops[:32])
         child._fit_images = crops
         self.bank_.children[k] = child.bank_
         return child

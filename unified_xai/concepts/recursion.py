@@ -55,14 +55,16 @@ def shared_concepts(crafts: Sequence[Craft], threshold: float = 0.5,
 
 
 def refine_shared(crafts: Sequence[Craft], layer: str, threshold: float = 0.5, n_concepts: int = 2,
-                  images: Mapping[int, torch.Tensor] | None = None) -> dict[int, dict[int, Craft]]:
+                  images: Mapping[int, torch.Tensor] | None = None,
+                  n_crops: int | None = None) -> dict[int, dict[int, Craft]]:
     """Split every shared concept (see :func:`shared_concepts`) at the earlier ``layer``.
 
-    Returns class id -> {concept: child Craft}; each child is also stored in its bank's ``children``.
+    ``n_crops``: crops refitted per concept (see :meth:`Craft.refine`). Returns class id -> {concept:
+    child Craft}; each child is also stored in its bank's ``children``.
     """
     shared = shared_concepts(crafts, threshold, images)
     out: dict[int, dict[int, Craft]] = {}
     for craft in crafts:
         x = (images or {}).get(craft.class_id_)
-        out[craft.class_id_] = {k: craft.refine(k, layer, n_concepts, images=x) for k in shared[craft.class_id_]}
+        out[craft.class_id_] = {k: craft.refine(k, layer, n_concepts, images=x, n_crops=n_crops) for k in shared[craft.class_id_]}
     return out
