@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
 import unified_xai as ux
-from unified_xai.cli import app
+
+from test_cli import _fails, _ok, runner  # noqa: F401  (the CLI tests' runner and exit-status checks)
 
 matplotlib.use("Agg")
-runner = CliRunner()
 MODEL = "planted-image"
 SMALL = ["--n-concepts", "3", "--max-images", "4", "--patch-size", "32", "--wam-samples", "2", "--batch-size", "64",
          "--no-progress"]
@@ -33,22 +32,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def _ok(args):
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result.output
-
-
-def _fails(args, status=2):
-    """Exit ``status`` with exactly one line, on stderr, starting with 'error:'."""
-    result = runner.invoke(app, args)
-    lines = result.output.strip().splitlines()
-    assert result.exit_code == status, result.output
-    assert len(lines) == 1, result.output
-    assert result.stderr.startswith("error: ") and not result.stdout.strip(), result.output
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
