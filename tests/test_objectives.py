@@ -165,4 +165,6 @@ def test_descriptions_and_equality():
     assert (2 * a - O.Logit()).describe() == "2*channel(layer4, 3) - logit(target)"
     assert (-a).describe() == "-channel(layer4, 3)"
     assert O.Channel("layer4", 3) == a and O.Channel("layer4", 4) != a
+    assert O.Direction("layer4", torch.ones(3)) != O.Direction("layer4", torch.tensor([1.0, 2.0, 3.0]))
+    assert O.Direction("layer4", torch.ones(3)) == O.Direction("layer4", torch.ones(3))
     assert O.Logit("espresso").describe() == "logit('espresso')"

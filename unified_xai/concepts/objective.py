@@ -58,6 +58,9 @@ class Concept(Objective):
                              f" {pooled.shape[1]}: the bank belongs to another model")
         return nnls_with_gradient(pooled, self._W)[:, self.concept]
 
+    def _identity(self) -> tuple:
+        return (self.describe(), self.bank.key)  # banks of one class and layer differ by their key
+
     def describe(self) -> str:
         name = self.bank.class_name or f"class {self.bank.class_id}"
         return f"concept({self.layer}, {name}, {self.concept})"

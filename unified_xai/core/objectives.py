@@ -78,11 +78,15 @@ class Objective:
     def __repr__(self) -> str:
         return f"Objective({self.describe()})"
 
+    def _identity(self) -> tuple:
+        """What makes two objectives the same (the description, plus any data it does not show)."""
+        return (self.describe(),)
+
     def __eq__(self, other) -> bool:
-        return isinstance(other, Objective) and other.describe() == self.describe()
+        return isinstance(other, Objective) and other._identity() == self._identity()
 
     def __hash__(self) -> int:
-        return hash(self.describe())
+        return hash(self._identity())
 
 
 class Combination(Objective):
@@ -240,6 +244,9 @@ class Direction(Objective):
             return dot
         cos = dot / (pooled.norm(dim=1) * v.norm()).clamp_min(1e-12)
         return dot * cos.clamp_min(0.1) ** self.cossim_pow
+
+    def _identity(self) -> tuple:
+        return (self.describe(), tuple(self.vector.tolist()))  # two vectors of one size read the same
 
     def describe(self) -> str:
         label = self.name or f"{self.vector.shape[0]}-d vector"
