@@ -1,7 +1,11 @@
-"""Metrics that judge explanations. Today: recovery of planted ground truth (where, scale).
+"""Metrics that judge explanations.
 
-The faithfulness metrics (Deletion, Insertion, mu-Fidelity) and stability will live here too.
+* Faithfulness (:mod:`.faithfulness`): Deletion, Insertion, µ-Fidelity and infidelity in the pixel,
+  wavelet, scales and concepts domains; Average Stability of an explainer under input noise.
+* Recovery of planted ground truth (:mod:`.recovery`): where, at what scale, which concept.
 """
+from .faithfulness import average_stability, deletion, infidelity, insertion, mu_fidelity
 from .recovery import concept_match, crop_overlap, explanation_recovery, mass_ratio, pointing_game, top_scale_hits
 
-__all__ = ["concept_match", "crop_overlap", "explanation_recovery", "mass_ratio", "pointing_game", "top_scale_hits"]
+__all__ = ["average_stability", "concept_match", "crop_overlap", "deletion", "explanation_recovery", "infidelity",
+           "insertion", "mass_ratio", "mu_fidelity", "pointing_game", "top_scale_hits"]
