@@ -10,7 +10,8 @@ default parameters:
   ``PLANTED_ITEM`` of the test split: ``sobol`` and ``sobol_wavelet``, plus ``wam`` for comparison.
 
 and two figures of CRAFT concept banks (``plot_concept_bank``, the figure of ``uxai concepts``), each
-concept with its importance, top crops and wavelet scale profile (WAM on the concept's coefficient):
+concept with its importance, top crops and wavelet scale profile (WAM on the concept's coefficient), and
+the MACO images (default settings) of the three most important concepts:
 
 * ``concepts-imagenet``: the class the ImageNet model predicts for ``chelsea`` ("Egyptian cat"), from that
   photo, its mirror image and a zoomed copy of both (4 images, 100 crops of 80 px every 40 px) at layer
@@ -22,7 +23,8 @@ PNGs are quantised to a 256-colour palette so that each stays well under 300 KB.
 
     HF_HUB_OFFLINE=1 .venv/bin/python experiments/docs_figures.py [--out docs/figures] [--only wam sobol ...]
 
-About 1-2 minutes on 2 CPU cores, plus about 2 minutes each for the two concept figures.
+About 1-2 minutes on 2 CPU cores, plus about 2 minutes each for the two concept figures and up to a minute
+per MACO image.
 """
 from __future__ import annotations
 
@@ -114,7 +116,10 @@ def concept_figure(adapter, images, class_id: int, layer: str, n_concepts: int, 
                               progress=False).fit(images, class_id)
     levels = min(CONCEPT_LEVELS, ux.wavelets.max_levels(tuple(images.shape[2:]), CONCEPT_WAVELET))
     profiles, names, _ = concept_scale_profiles(adapter, craft, images, class_id, levels, wam_samples)
-    return craft, plot_concept_bank(craft.bank_, profiles, names, sample_rate=adapter.sample_rate)
+    # MACO images of the three most important concepts (their directions at the bank's layer)
+    maco_images = ux.featviz.concept_images(adapter, craft.bank_, 3, progress=False) if adapter.spatial_ndim == 2 else []
+    return craft, plot_concept_bank(craft.bank_, profiles, names, sample_rate=adapter.sample_rate,
+                                    maco_images=maco_images)
 
 
 def imagenet_concepts():

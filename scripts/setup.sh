@@ -11,5 +11,8 @@ STAMP=.venv/.uxai-installed
 if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ constraints.txt -nt "$STAMP" ]; then
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+    # the optional lucent extra, tested in CI: lucent's metadata lists test tools, hence --no-deps
+    .venv/bin/python -m pip install -q -c constraints.txt ipython decorator
+    .venv/bin/python -m pip install -q -c constraints.txt --no-deps torch-lucent kornia
     touch "$STAMP"
 fi

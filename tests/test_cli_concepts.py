@@ -183,3 +183,63 @@ def test_damaged_scale_profiles_are_recomputed(runs, tmp_path):
     text = _ok(["concepts", MODEL, "--class", "fine", "--out", str(out), *SMALL])
     assert "reused bank" in text and "scale profiles: wam" in text
     assert cache.read_text().startswith("{") and '"profiles"' in cache.read_text()
+
+
+# ---------------------------------------------------------------- uxai visualize (MACO)
+VIZ = ["--steps", "3", "--crops", "2", "--no-progress"]
+
+
+def test_visualize_a_logit_and_a_channel(tmp_path):
+    text = _ok(["visualize", MODEL, "--logit", "coarse", "--out", str(tmp_path), *VIZ])
+    folder = tmp_path / MODEL / "visualize"
+    for name in ("logit-coarse.png", "logit-coarse_alpha.png", "logit-coarse.npz"):
+        assert (folder / name).is_file() and str(folder / name) in text
+    assert "MACO of logit(2): 3 steps x 2 views" in text
+    rgba = np.asarray(Image.open(folder / "logit-coarse_alpha.png"))
+    assert rgba.shape == (64, 64, 4) and rgba[..., 3].min() < rgba[..., 3].max()
+    result = ux.featviz.MacoResult.load(folder / "logit-coarse.npz")
+    assert result.config["steps"] == 3 and result.image.shape == (3, 64, 64)
+    text = _ok(["visualize", MODEL, "--layer", "features", "--channel", "1", "--out", str(tmp_path), *VIZ])
+    assert (folder / "features-channel1.png").is_file() and "channel(features, 1)" in text
+
+
+def test_visualize_a_concept_caches_beside_its_bank(runs):
+    out, _ = runs
+    first = _ok(["visualize", MODEL, "--concept", "fine:0", "--out", str(out), *VIZ])
+    (bank_path,) = (out / MODEL / "concepts" / "banks").glob("*.h5")
+    cached = list(bank_path.with_suffix(".maco").glob("concept0-*.npz"))
+    assert len(cached) == 1 and "concept 0 of class 0 'fine'" in first
+    assert (out / MODEL / "visualize" / "concept-fine-0_alpha.png").is_file()
+    stamp = cached[0].stat().st_mtime_ns
+    _ok(["visualize", MODEL, "--concept", "fine:0", "--out", str(out), *VIZ])
+    assert cached[0].stat().st_mtime_ns == stamp  # read, not optimised again
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--logit", "1", "--layer", "features", "--channel", "0"], "exactly one of"),
+    (["--layer", "features"], "--layer and --channel go together"),
+    (["--layer", "featurez", "--channel", "0"], "no layer named 'featurez'"),
+    (["--layer", "features", "--channel", "999"], "channel 999 does not exist"),
+    (["--logit", "nope"], "nope"),
+    (["--concept", "fine"], "CLASS:ID"),
+    (["--concept", "mid:0"], "no concept bank of class 1 'mid'"),
+    (["--logit", "1", "--steps", "0"], "--steps and --crops must be at least 1"),
+    (["--logit", "1", "--spectrum", "missing.npz"], "is not a file"),
+])
+def test_visualize_bad_input_is_one_line(tmp_path, args, message):
+    line = _fails(["visualize", MODEL, *VIZ, *args, "--out", str(tmp_path)])
+    assert message in line
+
+
+def test_concepts_with_maco_images(tmp_path):
+    args = ["concepts", MODEL, "--class", "coarse", "--out", str(tmp_path), *SMALL, "--no-scales", "--maco", "2",
+            "--maco-steps", "3"]
+    text = _ok(args)
+    (bank_path,) = (tmp_path / MODEL / "concepts" / "banks").glob("*.h5")
+    cached = sorted(bank_path.with_suffix(".maco").glob("*.npz"))
+    assert len(cached) == 2 and "MACO images of 2 concept(s) (3 steps)" in text
+    assert (tmp_path / MODEL / "concepts" / "coarse.png").is_file()
+    # the visualize command finds the same cache
+    stamp = cached[0].stat().st_mtime_ns
+    _ok(["visualize", MODEL, "--concept", "coarse:0", "--out", str(tmp_path), "--steps", "3", "--no-progress"])
+    assert cached[0].stat().st_mtime_ns == stamp

@@ -43,6 +43,11 @@ API_OBJECTS = [
     "unified_xai.concepts.objective.Concept", "unified_xai.concepts.recursion.shared_concepts",
     "unified_xai.concepts.recursion.refine_shared", "unified_xai.concepts.craft.nonnegative_layers",
     "unified_xai.concepts.craft.NegativeActivationsError", "unified_xai.plotting.plot_concept_bank",
+    "unified_xai.featviz.maco.maco", "unified_xai.featviz.maco.MacoResult", "unified_xai.featviz.bank_images.concept_images",
+    "unified_xai.featviz.spectrum.natural_spectrum", "unified_xai.featviz.spectrum.estimate_spectrum",
+    "unified_xai.featviz.lucent.maco_param", "unified_xai.featviz.lucent.render_vis", "unified_xai.plotting.plot_maco",
+    "unified_xai.metrics.faithfulness.deletion", "unified_xai.metrics.faithfulness.insertion",
+    "unified_xai.metrics.faithfulness.mu_fidelity", "unified_xai.metrics.faithfulness.average_stability",
 ]
 
 

@@ -11,10 +11,11 @@ from .core import (
     SplitError, UnknownNameError, UXAIError, create, list_explainers, register_explainer,
 )
 from . import concepts  # noqa: E402
+from . import featviz  # noqa: E402
 from . import explainers  # noqa: E402  (registers the built-in explainers)
 
 from ._version import __version__  # noqa: E402
 __all__ = [
     "CheckpointError", "Explanation", "InputError", "LayerError", "ModelAdapter", "Param", "ParameterError",
-    "RegistrationError", "Split", "SplitError", "UXAIError", "UnknownNameError", "concepts", "explainers", "create", "data", "list_explainers", "metrics", "objectives", "register_explainer", "sampling", "wavelets",
+    "RegistrationError", "Split", "SplitError", "UXAIError", "UnknownNameError", "concepts", "explainers", "create", "featviz", "data", "list_explainers", "metrics", "objectives", "register_explainer", "sampling", "wavelets",
 ]

@@ -995,6 +995,9 @@ def concepts(
     seed: int = typer.Option(0, "--seed", help="seed of the NMF and of the Sobol design"),
     wam_samples: int = typer.Option(16, "--wam-samples", help="WAM path points of each concept's scale profile"),
     scales: bool = typer.Option(True, "--scales/--no-scales", help="compute each concept's wavelet scale profile"),
+    maco: int = typer.Option(0, "--maco", help="MACO images of the N most important concepts (image models), cached"
+                             " beside the bank and drawn in the figure"),
+    maco_steps: int = typer.Option(128, "--maco-steps", help="MACO steps per concept image"),
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help=_SHAPE_HELP),
     arch: Optional[str] = typer.Option(None, "--arch", help=_ARCH_HELP),
     sample_rate: Optional[float] = typer.Option(None, "--sample-rate", help="the model's audio sample rate in Hz"),
@@ -1022,8 +1025,10 @@ def concepts(
     chunk = _parse_batch_size(batch_size)
     check_device(device)
     _check_out(out)
+    if maco < 0:
+        raise ParameterError(f"--maco must be 0 (no MACO images) or more, got {maco}")
     for option, value in (("--n-concepts", n_concepts), ("--max-images", max_images), ("--wam-samples", wam_samples),
-                          ("--patch-size", patch_size), ("--stride", stride)):
+                          ("--patch-size", patch_size), ("--stride", stride), ("--maco-steps", maco_steps)):
         if value is not None and value < 1:
             raise ParameterError(f"{option} must be at least 1, got {value}")
     if images is not None and dataset is not None:
@@ -1048,6 +1053,8 @@ def concepts(
         raise ParameterError(f"--images holds the images of one class, but {len(class_ids)} classes were given;"
                              f" run once per class with its own folder")
     chosen, why = _concept_layer(adapter, layer)
+    if maco and adapter.spatial_ndim != 2:
+        raise ParameterError(f"--maco draws images, but {adapter.name} is a {adapter.modality} model; drop --maco")
     folder = out / model_folder_name(model, arch, shape, sample_rate) / "concepts"
     bank_dir = folder / "banks"
     sources: dict[int, tuple[Any, str]] = {}
@@ -1153,9 +1160,18 @@ def concepts(
                                         + f" (in the {counts[k]} of {x.shape[0]} inputs expressing it)" if total > 0
                                         else "none (the concept's coefficient is 0 in these images: no gradient)")
             console.print(escape(line))
+        maco_results = []
+        if maco:
+            from .featviz import concept_images
+
+            began = time.perf_counter()
+            maco_results = concept_images(adapter, bank, min(maco, bank.n_concepts), bank_path=bank_path,
+                                          steps=maco_steps, progress=progress, batch_size=chunk_int)
+            console.print(f"  MACO images of {len(maco_results)} concept(s) ({maco_steps} steps) in"
+                          f" {time.perf_counter() - began:.1f} s: {escape(str(bank_path.with_suffix('.maco')))}")
         figure = folder / f"{slugs[class_id]}.png"
         folder.mkdir(parents=True, exist_ok=True)
-        fig = plot_concept_bank(bank, profiles, level_names, sample_rate=adapter.sample_rate)
+        fig = plot_concept_bank(bank, profiles, level_names, sample_rate=adapter.sample_rate, maco_images=maco_results)
         try:
             with atomic_write(figure) as handle:
                 fig.savefig(handle, format="png", dpi=100)
@@ -1166,6 +1182,125 @@ def concepts(
     console.print(f"[bold]done[/bold] in {time.perf_counter() - start:.1f} s. Explain inputs with these banks: uxai"
                   f" explain {escape(model)} -m craft -p bank={escape(str(bank_dir))} -p layer={escape(chosen)}"
                   f" --target {class_ids[0]}")
+
+
+def _parse_concept(raw: str, adapter) -> tuple[int, int]:
+    """``--concept CLASS:ID`` -> (class index, concept index); the class by index or name."""
+    head, sep, tail = raw.rpartition(":")
+    if not sep or not head or not tail.strip().isdigit():
+        raise ParameterError(f"--concept takes CLASS:ID, a class (index or name) and a concept index (0 = the most"
+                             f" important), e.g. --concept 285:0 or --concept 'Egyptian cat:1'; got {raw!r}")
+    return _parse_classes([head], adapter)[0], int(tail)
+
+
+def _visualize_objective(adapter, logit, layer, channel, position):
+    """The objective of ``uxai visualize`` from --logit or --layer/--channel[/--position], and a file stem."""
+    from .core import hooks
+
+    if logit is not None:
+        class_id = _parse_classes([logit], adapter)[0]
+        return ux.objectives.Logit(class_id), f"logit-{_class_slugs(adapter, [class_id])[class_id]}"
+    hooks.get_layer(adapter.model, layer)  # a wrong name lists the valid ones
+    if position is None:
+        return ux.objectives.Channel(layer, channel), f"{_slug(layer)}-channel{channel}"
+    try:
+        where = tuple(int(v) for v in position.split(","))
+    except ValueError:
+        raise ParameterError(f"--position takes grid coordinates such as 3,4 (row, column), got {position!r}") from None
+    return ux.objectives.Neuron(layer, channel, where), f"{_slug(layer)}-neuron{channel}-at-{'-'.join(map(str, where))}"
+
+
+@app.command()
+def visualize(
+    model: str = typer.Argument(..., help=_MODEL_HELP),
+    logit: Optional[str] = typer.Option(None, "--logit", help="visualise a class logit: an index or a class name"),
+    layer: Optional[str] = typer.Option(None, "--layer", help="with --channel: visualise a channel of this layer"),
+    channel: Optional[int] = typer.Option(None, "--channel", help="channel of --layer"),
+    position: Optional[str] = typer.Option(None, "--position", help="with --layer/--channel: one neuron at these grid"
+                                           " coordinates (e.g. 3,4) instead of the channel mean"),
+    concept: Optional[str] = typer.Option(None, "--concept", help="CLASS:ID, a concept of a bank made by `uxai"
+                                          " concepts` (ID 0 = the most important)"),
+    banks: Optional[Path] = typer.Option(None, "--banks", help="bank folder for --concept (default: OUT/<model>/"
+                                         "concepts/banks, where `uxai concepts` writes them)"),
+    steps: int = typer.Option(128, "--steps", help="optimisation steps"),
+    crops: int = typer.Option(6, "--crops", help="random views per step"),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="side of the image (default: the model's"
+                                             " input size)"),
+    spectrum: Optional[Path] = typer.Option(None, "--spectrum", help="magnitude spectrum file (.npz from"
+                                            " scripts/estimate_spectrum.py); default: the shipped natural photos"),
+    seed: int = typer.Option(0, "--seed", help="seed of the initial phase, boxes and noise"),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape", help=_SHAPE_HELP),
+    arch: Optional[str] = typer.Option(None, "--arch", help=_ARCH_HELP),
+    out: Path = typer.Option(Path("uxai-out"), "--out", "-o", help="output folder (OUT/<model>/visualize/)"),
+    batch_size: Optional[str] = typer.Option(None, "--batch-size", help="views per model call: an integer or auto"),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda:0 ..."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars on a terminal"),
+):
+    """Feature visualisation (MACO) of a logit, a channel or neuron, or a CRAFT concept; writes PNGs under OUT."""
+    from rich.markup import escape
+
+    from .concepts import class_banks
+    from .featviz import MacoResult, concept_images, maco
+
+    start = time.perf_counter()
+    shape = parse_input_shape(input_shape)
+    chunk = _parse_batch_size(batch_size)
+    check_device(device)
+    _check_out(out)
+    chosen = [name for name, given in (("--logit", logit is not None), ("--layer/--channel", layer is not None
+                                       or channel is not None), ("--concept", concept is not None)) if given]
+    if len(chosen) != 1:
+        raise ParameterError("give exactly one of --logit CLASS, --layer L --channel K, or --concept CLASS:ID"
+                             + (f" (got {' and '.join(chosen)})" if chosen else ""))
+    if concept is None and logit is None and (layer is None or channel is None):
+        raise ParameterError("--layer and --channel go together: --layer L --channel K (`uxai info MODEL` lists the"
+                             " layers and their channels)")
+    if position is not None and layer is None:
+        raise ParameterError("--position goes with --layer and --channel")
+    if steps < 1 or crops < 1:
+        raise ParameterError(f"--steps and --crops must be at least 1, got {steps} and {crops}")
+    if spectrum is not None and not spectrum.is_file():
+        raise InputError(f"--spectrum {str(spectrum)!r} is not a file; write one with scripts/estimate_spectrum.py")
+    console = _console()
+    adapter = load_model_from_cli(model, arch=arch, input_shape=shape, device=device, batch_size=chunk,
+                                  progress=progress)
+    folder = out / model_folder_name(model, arch, shape) / "visualize"
+    settings = {"steps": steps, "crops": crops, "image_size": image_size, "seed": seed,
+                "spectrum": None if spectrum is None else str(spectrum), "progress": progress,
+                "batch_size": chunk if isinstance(chunk, int) else None}
+    if concept is not None:
+        class_id, k = _parse_concept(concept, adapter)
+        bank_dir = banks or out / model_folder_name(model, arch, shape) / "concepts" / "banks"
+        found = class_banks(bank_dir, class_id, model_id=adapter.name)
+        if not found:
+            raise InputError(f"no concept bank of class {_class_label(adapter, class_id)} for {adapter.name} in"
+                             f" {str(bank_dir)!r}; build one first: uxai concepts {model} --class {class_id}"
+                             f" --out {out}" + ("" if banks is None else " (then give its banks folder)"))
+        bank_path, bank = found[0]
+        if not 0 <= k < bank.n_concepts:
+            raise ParameterError(f"--concept {concept}: the bank has concepts 0 to {bank.n_concepts - 1}")
+        began = time.perf_counter()
+        (result,) = concept_images(adapter, bank, [k], bank_path=bank_path, **settings)
+        stem = folder / f"concept-{_class_slugs(adapter, [class_id])[class_id]}-{k}"
+        what = (f"concept {k} of class {_class_label(adapter, class_id)} (importance"
+                f" {float(bank.importances_[k]):.3f}, layer {bank.layer}; bank {bank_path.name}"
+                + (f", {len(found)} banks of this class: the newest" if len(found) > 1 else "") + ")")
+    else:
+        objective, name = _visualize_objective(adapter, logit, layer, channel, position)
+        began = time.perf_counter()
+        result = maco(adapter, objective, **settings)
+        stem = folder / name
+        what = objective.describe()
+    image_path, alpha_path = result.save(stem)
+    result.save_npz(stem.with_suffix(".npz"))
+    first, last = float(result.history[0]), float(result.history[-1])
+    console.print(f"[bold]{escape(adapter.name)}[/bold]: MACO of {escape(what)}: {result.config['steps']} steps x"
+                  f" {result.config['crops']} views in {time.perf_counter() - began:.1f} s; objective on the views"
+                  f" {first:.3g} -> {last:.3g}")
+    console.print(f"  image:              {escape(str(image_path))}")
+    console.print(f"  with transparency:  {escape(str(alpha_path))}")
+    console.print(f"  arrays (.npz):      {escape(str(stem.with_suffix('.npz')))}  (ux.featviz.MacoResult.load)")
+    console.print(f"[bold]done[/bold] in {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -535,7 +535,8 @@ def _profile_bars(ax, infos: list[LevelInfo], last: bool) -> None:
 
 
 def plot_concept_bank(bank, scale_profiles=None, level_names=None, class_name: str | None = None,
-                      sample_rate: float | None = None, n_crops: int = CONCEPT_CROPS, title: str | None = None):
+                      sample_rate: float | None = None, n_crops: int = CONCEPT_CROPS, title: str | None = None,
+                      maco_images=None):
     """Figure of a CRAFT concept bank: one row per concept, most important first.
 
     Each row shows the concept's importance (a bar, all rows on one scale, with its value), its top
@@ -554,6 +555,8 @@ def plot_concept_bank(bank, scale_profiles=None, level_names=None, class_name: s
     sample_rate : Hz, for signal crops (their time axis in ms) and the frequency bands of the levels.
     n_crops : top crops shown per concept (at most those stored in the bank).
     title : a first title line replacing the default one (class, model, layer).
+    maco_images : MACO visualisations of the first concepts (``MacoResult`` objects, most important first;
+        fewer than K leaves the other rows empty), drawn with their transparency in a last column.
 
     Returns the :class:`matplotlib.figure.Figure` (not shown: call ``fig.savefig`` or ``plt.show()``).
     """
@@ -589,8 +592,9 @@ def plot_concept_bank(bank, scale_profiles=None, level_names=None, class_name: s
         holder = SimpleNamespace(scales=profiles, scale_maps=None, level_names=list(level_names or []),
                                  sample_rate=sample_rate)
 
+    maco_images = list(maco_images or [])[:K]
     crop_width = 1.9 if ndim == 1 else 1.25
-    widths = [1.5] + [crop_width] * shown + ([2.9] if profiles is not None else [])
+    widths = [1.5] + [crop_width] * shown + ([2.9] if profiles is not None else []) + ([1.4] if maco_images else [])
     height = 1.3 if profiles is None or profiles.shape[1] <= 5 else 1.5
     fig = plt.figure(figsize=(sum(widths) + 1.2, height * K + 1.1), layout="constrained")
     grid = fig.add_gridspec(K, len(widths), width_ratios=widths)
@@ -613,8 +617,14 @@ def plot_concept_bank(bank, scale_profiles=None, level_names=None, class_name: s
             _draw_crop(cell, crops[k, j], sample_rate, span)
             if k == 0:
                 cell.set_title(f"top crop {j + 1}", fontsize=8)
-        if profiles is not None:
+        if maco_images and k < len(maco_images):
             ax = fig.add_subplot(grid[k, len(widths) - 1])
+            _bare(ax)
+            ax.imshow(_np(maco_images[k].rgba()))
+            if k == 0:
+                ax.set_title("MACO (its direction)", fontsize=8)
+        if profiles is not None:
+            ax = fig.add_subplot(grid[k, 1 + shown])
             _profile_bars(ax, level_infos(holder, k, ndim), last=k == K - 1)
             if not float(profiles[k].abs().sum()) > 0:
                 ax.text(50, (profiles.shape[1] - 1) / 2, "no profile: the concept's coefficient\nis 0 in these images"
@@ -634,4 +644,53 @@ def plot_concept_bank(bank, scale_profiles=None, level_names=None, class_name: s
         notes = (["middle depth slice"] if ndim == 3 else []) + ([span_note] if span_note else [])
         detail.append("crops most expressing each concept" + (f" ({'; '.join(notes)})" if notes else ""))
     fig.suptitle(head + "\n" + " · ".join(detail), fontsize=10)
+    return fig
+
+
+def save_rgb_png(image, path) -> None:
+    """Write ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA values in [0, 1] to a PNG file, atomically."""
+    import matplotlib.image
+
+    from .core.storage import atomic_write
+
+    array = np.clip(_np(torch.as_tensor(image).float()), 0.0, 1.0)
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise InputError(f"save_rgb_png expects (H, W, 3) or (H, W, 4) values, got {array.shape}")
+    with atomic_write(path) as handle:
+        matplotlib.image.imsave(handle, array, format="png")
+
+
+def plot_maco(results, titles=None, columns: int | None = None, with_alpha: bool = True):
+    """Figure of MACO visualisations: per result its image and, with ``with_alpha``, the image with its
+    transparency (the accumulated |gradient|: where the objective reads the picture) over a checkerboard.
+
+    ``results``: one :class:`~unified_xai.featviz.MacoResult` or a list; ``titles``: one per result
+    (default: each objective's description). Returns the matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    results = list(results) if isinstance(results, (list, tuple)) else [results]
+    titles = list(titles) if titles is not None else [r.objective for r in results]
+    if len(titles) != len(results):
+        raise InputError(f"{len(titles)} titles for {len(results)} MACO results")
+    per = 2 if with_alpha else 1
+    columns = columns or min(len(results), 4)
+    rows = -(-len(results) // columns)
+    fig, axes = plt.subplots(rows, columns * per, figsize=(2.3 * columns * per, 2.5 * rows), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat:
+        _bare(ax)
+    for i, (result, title) in enumerate(zip(results, titles)):
+        row, col = divmod(i, columns)
+        ax = axes[row, col * per]
+        display = _np(result.display())
+        ax.imshow(display[..., 0] if display.shape[2] == 1 else display, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=8)
+        if with_alpha:
+            ax = axes[row, col * per + 1]
+            height, width = display.shape[:2]
+            checker = (np.add.outer(np.arange(height) // 8, np.arange(width) // 8) % 2) * 0.25 + 0.6
+            ax.imshow(checker, cmap="gray", vmin=0, vmax=1)
+            ax.imshow(_np(result.rgba()))
+            ax.set_title("with transparency", fontsize=8)
     return fig

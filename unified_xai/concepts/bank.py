@@ -156,3 +156,23 @@ def model_fingerprint(model: torch.nn.Module) -> str:
         digest.update(str(tuple(tensor.shape)).encode())
         digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def class_banks(folder: str | os.PathLike, class_id: int, model_id: str | None = None,
+                layer: str | None = None) -> list[tuple[Path, "ConceptBank"]]:
+    """The banks of ``class_id`` in ``folder`` (of ``model_id`` and ``layer`` when given), newest file first.
+
+    Unreadable files are skipped (a bank folder may hold other files)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.glob(f"*_class{int(class_id)}_*.h5"), key=lambda p: p.stat().st_mtime, reverse=True):
+        try:
+            bank = ConceptBank.load(path)
+        except (OSError, InputError, KeyError, ValueError):
+            continue
+        if bank.class_id == int(class_id) and (model_id is None or bank.model_id == model_id) \
+                and (layer is None or bank.layer == layer):
+            found.append((path, bank))
+    return found

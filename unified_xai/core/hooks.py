@@ -99,6 +99,26 @@ def capture_activations(model: nn.Module, run: Callable[[], object], names: Sequ
     return captured
 
 
+_HOOK_STORES = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+                "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called")
+
+
+@contextmanager
+def hooks_restored(model: nn.Module):
+    """Inside the block third-party code may hook ``model`` (lucent's ``render_vis`` hooks every module
+    and never removes them); on exit every hook added inside is removed, the model's own are kept."""
+    before = {(id(m), attr): set(getattr(m, attr, None) or ()) for m in model.modules() for attr in _HOOK_STORES}
+    try:
+        yield
+    finally:
+        for module in model.modules():
+            for attr in _HOOK_STORES:
+                store = getattr(module, attr, None)
+                if store:
+                    for key in [k for k in store if k not in before.get((id(module), attr), set())]:
+                        del store[key]
+
+
 def count_hooks(model: nn.Module) -> int:
     """Number of hooks registered on ``model`` and its sub-modules (tests use it)."""
     stores = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
