@@ -680,6 +680,8 @@ def plot_maco(results, titles=None, columns: int | None = None, with_alpha: bool
                              layout="constrained")
     for ax in axes.flat:
         _bare(ax)
+    for ax in axes.flat[len(results) * per:]:
+        ax.set_visible(False)
     for i, (result, title) in enumerate(zip(results, titles)):
         row, col = divmod(i, columns)
         ax = axes[row, col * per]
