@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TinyNet, tiny_adapter
+from conftest import tiny_adapter
 from torch import nn
 
 import unified_xai as ux

@@ -1240,7 +1240,7 @@ def visualize(
     from rich.markup import escape
 
     from .concepts import class_banks
-    from .featviz import MacoResult, concept_images, maco
+    from .featviz import concept_images, maco
 
     start = time.perf_counter()
     shape = parse_input_shape(input_shape)
@@ -1301,6 +1301,56 @@ def visualize(
     console.print(f"  with transparency:  {escape(str(alpha_path))}")
     console.print(f"  arrays (.npz):      {escape(str(stem.with_suffix('.npz')))}  (ux.featviz.MacoResult.load)")
     console.print(f"[bold]done[/bold] in {time.perf_counter() - start:.1f} s")
+
+
+# --------------------------------------------------------------------------- bench (speed over the floors)
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="every benchmark on a small built-in model (planted-image)"
+                               " with few samples: well under a minute"),
+    only: Optional[List[str]] = typer.Option(None, "--only", help="run only this benchmark (repeatable, or"
+                                             " comma-separated); an unknown name lists them"),
+    repeats: int = typer.Option(3, "--repeats", help="interleaved (method, floor) pairs per row"),
+    model: Optional[str] = typer.Option(None, "--model", help="model of every row but nmf: " + _MODEL_HELP
+                                        + " [default: timm:resnet18 with random weights; planted-image with --quick]"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="markdown file to write [default: docs/bench.md for"
+                                       " a full run from the repository, else uxai-out/bench.md]"),
+    batch_size: Optional[str] = typer.Option(None, "--batch-size", help="rows per model call, for the methods and"
+                                             " their floors: an integer or auto [default: 16]"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch (and BLAS) threads [default: torch's own]"),
+):
+    """Every method's speed over the bare model passes it needs; prints a table and saves it as markdown."""
+    import shlex
+
+    from rich.markup import escape
+
+    from . import bench as benchmarks
+
+    names = benchmarks.select(only)  # everything checkable before the model is loaded
+    benchmarks.check_options(repeats, threads)
+    chunk = _parse_batch_size(batch_size)
+    every = names == list(benchmarks.BENCHMARKS)
+    path = out or benchmarks.default_out(quick, every, model)
+    if path.is_dir():
+        raise ParameterError(f"--out {str(path)!r} is a folder; give the markdown file to write (e.g. {path}/bench.md)")
+    command = ["uxai", "bench"] + (["--quick"] if quick else []) + [a for n in ([] if every else names)
+                                                                     for a in ("--only", n)]
+    for option, value, default in (("--repeats", repeats, 3), ("--model", model, None), ("--batch-size", batch_size,
+                                   None), ("--threads", threads, None), ("--out", out, None)):
+        if value != default:
+            command += [option, str(value)]
+    console = _console()
+
+    def show(row) -> None:
+        console.print(f"{escape(row.method)} [{escape(row.setting)}]: {benchmarks._seconds(row.method_s)} over"
+                      f" {benchmarks._seconds(row.floor_s)} = {escape(row.ratio_text)}"
+                      + (f" (target {escape(row.target_text)})" if row.target is not None else ""))
+
+    report = benchmarks.run(quick=quick, only=names, repeats=repeats, model=model, batch_size=chunk, threads=threads,
+                            on_row=show, on_note=lambda text: console.print(escape(text)))
+    console.print(benchmarks.rich_table(report))
+    written = benchmarks.save(report, path, shlex.join(command))
+    console.print(f"[bold]done[/bold] in {report.seconds:.0f} s; written: {escape(str(written))}")
 
 
 if __name__ == "__main__":  # pragma: no cover
