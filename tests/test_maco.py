@@ -239,3 +239,18 @@ def test_lucent_interop(adapter2d):
                           atol=1e-6)
     result = ux.featviz.maco(adapter2d, theirs, steps=4, crops=2)
     assert result.image.shape == (3, 16, 24) and count_hooks(model) == hooks
+
+
+def test_any_input_size_and_non_square_images():
+    torch.manual_seed(0)
+    from conftest import TinyNet
+
+    free = ux.ModelAdapter(TinyNet(2, 3).eval(), (3, None, None), device="cpu", progress=False, batch_size=8)
+    result = ux.featviz.maco(free, 1, steps=2, crops=2, image_size=(24, 40))
+    assert result.image.shape == (3, 24, 40) and result.alpha.shape == (24, 40)
+    default = ux.featviz.maco(free, 1, steps=1, crops=1)
+    assert default.image.shape == (3, 224, 224)
+    # a fixed-size model: views are resized to its input size whatever the image size
+    fixed = tiny_adapter(2)
+    bigger = ux.featviz.maco(fixed, 1, steps=2, crops=2, image_size=48)
+    assert bigger.image.shape == (3, 48, 48)
