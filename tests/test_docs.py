@@ -48,6 +48,7 @@ API_OBJECTS = [
     "unified_xai.featviz.lucent.maco_param", "unified_xai.featviz.lucent.render_vis", "unified_xai.plotting.plot_maco",
     "unified_xai.metrics.faithfulness.deletion", "unified_xai.metrics.faithfulness.insertion",
     "unified_xai.metrics.faithfulness.mu_fidelity", "unified_xai.metrics.faithfulness.average_stability",
+    "unified_xai.metrics.stability.mege_reco",
 ]
 
 
