@@ -1332,25 +1332,34 @@ def bench(
     every = names == list(benchmarks.BENCHMARKS)
     path = out or benchmarks.default_out(quick, every, model)
     if path.is_dir():
-        raise ParameterError(f"--out {str(path)!r} is a folder; give the markdown file to write (e.g. {path}/bench.md)")
+        raise ParameterError(f"--out {str(path)!r} is a folder; give the markdown file to write, e.g. {path}/bench.md")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise ParameterError(f"--out {str(path)!r}: {str(blocking)!r} is a file, not a folder")
     command = ["uxai", "bench"] + (["--quick"] if quick else []) + [a for n in ([] if every else names)
                                                                      for a in ("--only", n)]
-    for option, value, default in (("--repeats", repeats, 3), ("--model", model, None), ("--batch-size", batch_size,
-                                   None), ("--threads", threads, None), ("--out", out, None)):
+    for option, value, default in (("--repeats", repeats, 3), ("--model", model, None),
+                                   ("--batch-size", batch_size, None), ("--threads", threads, None),
+                                   ("--out", out, None)):
         if value != default:
             command += [option, str(value)]
     console = _console()
 
     def show(row) -> None:
-        console.print(f"{escape(row.method)} [{escape(row.setting)}]: {benchmarks._seconds(row.method_s)} over"
-                      f" {benchmarks._seconds(row.floor_s)} = {escape(row.ratio_text)}"
-                      + (f" (target {escape(row.target_text)})" if row.target is not None else ""))
+        target = f" (target {row.target_text}: {'met' if row.met else 'missed'})" if row.target is not None else ""
+        console.print(escape(f"{row.method}, {row.setting}: {benchmarks._seconds(row.method_s)} over"
+                             f" {benchmarks._seconds(row.floor_s)} = {row.ratio_text}{target}"))
 
     report = benchmarks.run(quick=quick, only=names, repeats=repeats, model=model, batch_size=chunk, threads=threads,
                             on_row=show, on_note=lambda text: console.print(escape(text)))
-    console.print(benchmarks.rich_table(report))
+    from rich.console import Console
+
+    wide = Console(soft_wrap=False, highlight=False, width=max(console.width, 150))  # a pipe is 80 wide
+    wide.print(benchmarks.rich_table(report))
+    for line in benchmarks.header(report):
+        console.print(escape(line))
     written = benchmarks.save(report, path, shlex.join(command))
-    console.print(f"[bold]done[/bold] in {report.seconds:.0f} s; written: {escape(str(written))}")
+    console.print(f"[bold]written:[/bold] {escape(str(written))}")
 
 
 if __name__ == "__main__":  # pragma: no cover
