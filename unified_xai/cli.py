@@ -1223,7 +1223,7 @@ def visualize(
     banks: Optional[Path] = typer.Option(None, "--banks", help="bank folder for --concept (default: OUT/<model>/"
                                          "concepts/banks, where `uxai concepts` writes them)"),
     steps: int = typer.Option(128, "--steps", help="optimisation steps"),
-    crops: int = typer.Option(6, "--crops", help="random views per step"),
+    crops: int = typer.Option(4, "--crops", help="random views per step"),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="side of the image (default: the model's"
                                              " input size)"),
     spectrum: Optional[Path] = typer.Option(None, "--spectrum", help="magnitude spectrum file (.npz from"

@@ -190,7 +190,7 @@ def crop_views(image: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) 
                          align_corners=False)
 
 
-def maco(adapter, objective, steps: int = 128, image_size=None, crops: int = 6,
+def maco(adapter, objective, steps: int = 128, image_size=None, crops: int = 4,
          box_size: Sequence[float] = (0.6, 0.3), noise: float = 0.04, learning_rate: float = 1.0,
          spectrum=None, value_range: Sequence[float] = (0.0, 1.0), seed: int = 0, batch_size=None,
          progress: bool | None = None) -> MacoResult:
