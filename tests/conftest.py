@@ -46,6 +46,16 @@ def tiny_adapter(ndim: int = 2, seed: int = 0, **kwargs) -> ux.ModelAdapter:
     return ux.ModelAdapter(TinyNet(ndim, shape[0]).eval(), shape, device="cpu", progress=False, name=f"tiny{ndim}d", **kwargs)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``): its models are
+    tiny, and on a busy machine two OpenMP threads on two shared cores make small operations many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(params=[1, 2, 3], ids=["1d", "2d", "3d"])
 def adapter_nd(request):
     return tiny_adapter(request.param)

@@ -10,28 +10,9 @@ import re
 
 import pytest
 import torch
-from typer.testing import CliRunner
-
 from unified_xai import bench
-from unified_xai.cli import app
 
-runner = CliRunner()
-
-
-def _ok(args):
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result.output
-
-
-def _fails(args, status=2):
-    """The command fails with ``status`` and prints exactly one line, on stderr, starting with 'error:'."""
-    result = runner.invoke(app, args)
-    lines = result.output.strip().splitlines()
-    assert result.exit_code == status, result.output
-    assert len(lines) == 1, result.output
-    assert result.stderr.startswith("error: ") and not result.stdout.strip(), result.output
-    return lines[0]
+from test_cli import _fails, _ok  # noqa: F401  (the CLI tests' runner and exit-status checks)
 
 
 def _seconds(text: str) -> float:

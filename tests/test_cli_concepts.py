@@ -23,14 +23,7 @@ SMALL = ["--n-concepts", "3", "--max-images", "4", "--patch-size", "32", "--wam-
          "--no-progress"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: these models and matrices are tiny, and on a busy machine torch's thread pool
-    makes small operations (the NMF's thousands of little products) many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

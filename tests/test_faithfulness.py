@@ -24,14 +24,7 @@ from conftest import random_inputs, tiny_adapter
 SHAPE = (3, 16, 16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The models here are tiny: one intra-op thread is as fast, and much faster on a loaded machine (two
-    OpenMP threads on two busy cores made each small conv ~100x slower); restored after the module."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def linear_adapter(shape=SHAPE, classes=5, seed=0, bias=True):

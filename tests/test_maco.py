@@ -12,14 +12,7 @@ from unified_xai.featviz import crop_boxes, crop_views, natural_spectrum, random
 from unified_xai.featviz.spectrum import SPECTRUM_FILE, decorrelate, recorrelate
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the models here are tiny, and on a busy machine torch's thread pool makes small
-    operations many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class CubedResponse(ux.objectives.Objective):
@@ -254,3 +247,18 @@ def test_any_input_size_and_non_square_images():
     fixed = tiny_adapter(2)
     bigger = ux.featviz.maco(fixed, 1, steps=2, crops=2, image_size=48)
     assert bigger.image.shape == (3, 48, 48)
+
+
+def test_the_model_is_left_as_it_came_when_the_objective_raises(adapter2d):
+    class Broken(CubedResponse):
+        def value(self, adapter, logits, acts, targets):
+            raise RuntimeError("objective failed")
+
+    model = adapter2d.model
+    model.train()
+    flags = [p.requires_grad for p in model.parameters()]
+    hooks = count_hooks(model)
+    with pytest.raises(RuntimeError, match="objective failed"):
+        ux.featviz.maco(adapter2d, Broken("features.1", 0), steps=2, crops=2)
+    assert model.training and all(m.training for m in model.modules())
+    assert [p.requires_grad for p in model.parameters()] == flags and count_hooks(model) == hooks

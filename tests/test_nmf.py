@@ -13,13 +13,7 @@ import unified_xai as ux
 from unified_xai.concepts.nmf import _stalled, check_nonnegative, nmf, nnls
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # the problems are small: one thread avoids OpenMP oversubscription when other jobs share the CPU
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def relative_error(A, U, W) -> float:

@@ -20,12 +20,7 @@ from unified_xai.metrics.stability import MeGeReCo, explanation_distance, mege_r
 from conftest import random_inputs, tiny_adapter
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------ hand-checkable linear models
