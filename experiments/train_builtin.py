@@ -32,7 +32,7 @@ RECIPES = {
     "planted-image": {"epochs": 6, "lr": 3e-3, "batch": 64, "train_noise": 0.2},
     "planted-audio": {"epochs": 5, "lr": 3e-3, "batch": 64},
     "planted-volume": {"epochs": 6, "lr": 3e-3, "batch": 32, "train_noise": 0.2},
-    "planted-concepts": {"epochs": 8, "lr": 3e-3, "batch": 64},
+    "planted-concepts": {"epochs": 12, "lr": 3e-3, "batch": 64},
 }
 
 

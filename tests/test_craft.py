@@ -355,15 +355,16 @@ def test_planted_concepts_the_most_important_concept_is_the_main_part(concept_ba
         maps = craft.concept_maps(ds.inputs[index])
         region = ds.part_masks[index][:, ds.main_parts[ds.class_names[class_id]]]
         assert mass_ratio(maps[:, 0], region).median() > 3
-    # class alpha: every planted concept matched (the weak parts of beta and gamma merge; see the note)
-    assert banks[0][3]["cosines"].min() >= 0.8, banks[0][3]["cosines"]
+        # every planted concept matched: the three parts and the background
+        assert match["cosines"].min() >= 0.8, (class_id, match["cosines"])
 
 
 def test_planted_concepts_sobol_agrees_with_ablation(concept_banks):
     adapter, ds, banks = concept_banks
     for class_id, (craft, index, _, _) in banks.items():
         drop = craft.ablation(ds.inputs[index]).abs().mean(0)
-        assert spearmanr(drop, craft.importances_).statistic >= 0.8, (class_id, drop, craft.importances_)
+        # 4 concepts: one swap of neighbours gives exactly 0.8, which scipy returns as 0.7999999999999999
+        assert spearmanr(drop, craft.importances_).statistic >= 0.8 - 1e-9, (class_id, drop, craft.importances_)
 
 
 def test_planted_concepts_wam_on_the_main_concept_finds_its_scale(concept_banks):

@@ -1,9 +1,12 @@
 """The planted CONCEPT dataset (objects made of parts of known place, Haar level and evidence) and its CNN.
 
 Ground truth of ``planted-concepts``: part masks, presence, levels and evidence order; the crop rule of
-``crop_truth`` (a crop contains a part when >= 50 % of the part's mask lies inside it); and the trained
-``planted-concepts`` model: accuracy, exact fx splits, and an input-space ablation showing that it uses
-the parts as built (removing a class's main part lowers the class logit most).
+``crop_truth`` (a crop contains a part when >= 50 % of the part's mask lies inside it); the design that
+makes every part a concept the model must represent (an object shows two or three of its parts, never
+one alone; every two parts of a class are contrasted by some items); and the
+trained ``planted-concepts`` model: accuracy, exact fx splits, and an input-space ablation showing that it
+uses the parts as built (removing a class's main part lowers the class logit most, and removing any part
+lowers it clearly).
 """
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ import torch
 import unified_xai as ux
 from unified_xai.core.errors import InputError, ParameterError
 from unified_xai.data.datasets import ConceptDataset, part_indicators
-from unified_xai.data.planted import SPECS, generate_planted, part_ablation, part_evidence, part_rates
+from unified_xai.data.planted import (SPECS, background_pairs, generate_planted, is_object, part_ablation,
+                                     part_evidence, part_rates)
 
 NAME = "planted-concepts"
 SPEC = SPECS[NAME]
@@ -38,7 +42,7 @@ def test_ground_truth_is_consistent(test_set):
     n, n_parts = len(ds), ds.n_parts
     assert isinstance(ds, ConceptDataset) and ds.input_shape == (3, 64, 64) and len(ds) == 400
     assert ds.part_masks.shape == (n, n_parts, 64, 64) and ds.part_masks.dtype == torch.bool
-    assert ds.part_present.shape == (n, n_parts) and len(ds.part_names) == n_parts == 8
+    assert ds.part_present.shape == (n, n_parts) and len(ds.part_names) == n_parts == 6
     assert sorted(ds.class_parts) == sorted(ds.part_evidence) == ["alpha", "beta", "gamma"]
     assert ds.part_levels.tolist() == [p["level"] for p in SPEC.extra["parts"]]
     assert torch.equal(ds.part_scales, ds.levels - ds.part_levels + 1)
@@ -52,24 +56,33 @@ def test_ground_truth_is_consistent(test_set):
         assert ds.part_masks[i, p, y:y + PATCH, x:x + PATCH].all()
     assert (ds.part_corners[~ds.part_present] == -1).all()
     assert ds.part_masks.sum(1).max() <= 1  # parts never overlap
-    # class structure: each object class has 2-3 parts of different levels; one part is shared
+    # class structure: each object class has 3 parts of different levels and patterns; its main part is
+    # its own, each other part is shared with one other class (the blue one by alpha and beta)
     owners = {}
     for cls, parts in ds.class_parts.items():
-        assert 2 <= len(parts) <= 3 and len(set(ds.part_levels[parts].tolist())) == len(parts)
+        assert len(parts) == 3 and len(set(ds.part_levels[parts].tolist())) == len(parts)
+        assert len({SPEC.extra["parts"][p]["pattern"] for p in parts}) == len(parts)
         assert sorted(ds.part_evidence[cls]) == sorted(parts) and ds.main_parts[cls] == ds.part_evidence[cls][0]
         for p in parts:
             owners.setdefault(p, []).append(cls)
-    assert any(len(classes) == 2 for classes in owners.values())
-    # each item shows only parts of its class (background: at most one distractor part)
+    for cls, main in ds.main_parts.items():
+        assert owners[main] == [cls]
+    assert sorted(len(classes) for classes in owners.values()) == [1, 1, 1, 2, 2, 2]
+    assert owners[ds.part_names.index("blue-hbars-L3")] == ["alpha", "beta"]
+    # each object item shows two or three parts of its class; a background item nothing, one part or two
+    # parts that make no object
     for c, cls in enumerate(ds.class_names):
         sel = ds.targets == c
-        allowed = torch.zeros(n_parts, dtype=torch.bool)
-        allowed[list(ds.class_parts.get(cls, SPEC.extra["distractors"]))] = True
-        assert not ds.part_present[sel][:, ~allowed].any()
+        shown = ds.part_present[sel]
+        objects = [is_object(SPEC, torch.nonzero(row).flatten().tolist()) for row in shown]
         if cls == "background":
-            assert (ds.part_present[sel].sum(1) <= 1).all() and not ds.has_evidence[sel].any()
+            assert set(shown.sum(1).tolist()) == {0, 1, 2} and not ds.has_evidence[sel].any()
+            assert not any(objects)
         else:
-            assert ds.has_evidence[sel].all() and (ds.part_present[sel].sum(1) >= 1).all()
+            allowed = torch.zeros(n_parts, dtype=torch.bool)
+            allowed[ds.class_parts[cls]] = True
+            assert not shown[:, ~allowed].any() and all(objects)
+            assert ds.has_evidence[sel].all() and (shown.sum(1) >= 2).all()
     # inherited fields: union of the class parts, the most-evidence part shown and its scale
     for i in range(n):
         cls = ds.class_names[int(ds.targets[i])]
@@ -84,18 +97,44 @@ def test_ground_truth_is_consistent(test_set):
 
 
 def test_evidence_weights_by_construction(test_set):
-    """The main part appears only in its class and most often; observed rates match the designed ones."""
+    """The main part appears in no other object class and most often; observed rates match the designed ones."""
     rates = part_rates(SPEC)
     evidence = part_evidence(SPEC)
     assert evidence == test_set.part_evidence
+    background = SPEC.class_names.index("background")
+    objects = [k for k in range(len(SPEC.class_names)) if k != background]
     sample = generate_planted(NAME, 1200, seed=11)
     for c, cls in enumerate(SPEC.class_names):
         observed = sample.part_present[sample.targets == c].double().mean(0)
         assert torch.allclose(observed, rates[c], atol=0.1), (cls, observed, rates[c])  # 300 items: 3 sd < 0.09
         if cls != "background":
             main = evidence[cls][0]
-            assert rates[c, main] == rates[c].max() and rates[:, main].sum() == rates[c, main]  # unique to the class
-            assert rates[:, evidence[cls][-1]].sum() > rates[c, evidence[cls][-1]]  # the least one shows elsewhere
+            assert rates[c, main] == rates[c].max() and rates[objects, main].sum() == rates[c, main]
+            assert rates[objects, evidence[cls][-1]].sum() > rates[c, evidence[cls][-1]]  # the least one: elsewhere too
+            assert rates[background, evidence[cls]].min() > 0  # any part alone is background
+            assert evidence[cls] == list(SPEC.extra["class_parts"][cls])  # main, second, third
+
+
+def test_every_two_parts_of_a_class_are_contrasted():
+    """For parts p != q of a class there is a part s such that exactly one of {p, s}, {q, s} is an object,
+    and both pairs occur: the labels force a classifier to tell p from q. (Parts never contrasted may share
+    one feature, and no concept extraction could separate them.)"""
+    groups = [set(parts) for parts in SPEC.extra["class_parts"].values()]
+    pairs = set(background_pairs(SPEC))
+    n_parts = len(SPEC.extra["parts"])
+    # every two parts of one class make an object; the other pairs are background
+    assert all(is_object(SPEC, (p, q)) for g in groups for p in g for q in g if p != q)
+    assert len(pairs) == n_parts * (n_parts - 1) // 2 - 3 * len(groups)
+    assert not any(is_object(SPEC, [p]) for p in range(n_parts)) and not is_object(SPEC, [])
+    sample = generate_planted(NAME, 2000, seed=12)
+    seen = {tuple(torch.nonzero(row).flatten().tolist()) for row in sample.part_present if row.sum() == 2}
+    assert pairs <= seen
+    for g in groups:
+        for p in g:
+            for q in g - {p}:
+                witnesses = [s for s in range(n_parts) if s not in (p, q)
+                             and is_object(SPEC, (p, s)) != is_object(SPEC, (q, s))]
+                assert any(tuple(sorted((p, s))) in seen and tuple(sorted((q, s))) in seen for s in witnesses), (p, q)
 
 
 def test_each_part_sits_at_its_haar_level():
@@ -215,10 +254,13 @@ def test_removing_the_main_part_lowers_the_class_logit_most(adapter, test_set):
         main = test_set.part_names[test_set.main_parts[cls]]
         others = {part: d for part, d in drops.items() if part != main}
         assert drops[main] > max(others.values()), (cls, drops)
-        # also conditional on the part being shown, and by a clear margin
+        # also conditional on the part being shown, and by a margin: by construction the main part is one of
+        # exactly two parts shown in 80 % of a class's items, the second part in 60 % (ratio 1.33)
         shown = result["mean_present"][cls]
         assert shown[main] > max(v for part, v in shown.items() if part != main), (cls, shown)
-        assert drops[main] > 1.0 and drops[main] > 1.5 * max(others.values()), (cls, drops)
+        assert drops[main] > 1.0 and drops[main] > 1.2 * max(others.values()), (cls, drops)
+        # and every part carries class evidence: removing it from the items that show it lowers the logit clearly
+        assert min(shown.values()) > max(3.0, 0.4 * shown[main]), (cls, shown)
     # a part absent from an item changes nothing
     assert (result["drops"][~test_set.part_present] == 0).all()
     assert np.isfinite(result["drops"].numpy()).all()

@@ -188,27 +188,66 @@ def _part_pattern(kind: str, level: int, patch: int, ndim: int) -> torch.Tensor:
     return pattern
 
 
+def part_subsets(spec: PlantedSpec) -> tuple[tuple[tuple[bool, ...], ...], tuple[float, ...]]:
+    """The sets of slots (main, second, third) an object item shows and their probabilities.
+
+    An object shows TWO OR THREE of its three parts, never one (a part alone is background, see
+    :func:`is_object`), so every part is needed in some items. ``rates`` are the marginal probabilities
+    ``(p_main, p_second, p_third)`` of each slot; "two or three" fixes the four sets: all three
+    ``p_m + p_s + p_t - 2``, main + second ``1 - p_t``, main + third ``1 - p_s``, second + third
+    ``1 - p_m``. With (0.9, 0.7, 0.5): 10 %, 50 %, 30 %, 10 %; the main part is then needed (one of exactly
+    two) in 80 % of the items, the second in 60 %, the third in 40 %.
+    """
+    pm, ps, pt = spec.extra["rates"]
+    subsets = ((True, True, True), (True, True, False), (True, False, True), (False, True, True))
+    probs = (pm + ps + pt - 2, 1 - pt, 1 - ps, 1 - pm)
+    if min(probs) < -1e-12 or max(pm, ps, pt) > 1:
+        raise ParameterError(f"rates {spec.extra['rates']} cannot show two or three parts in every object"
+                             f" (they must lie in [0, 1] and sum to at least 2)")
+    return subsets, tuple(max(0.0, float(q)) for q in probs)
+
+
+def is_object(spec: PlantedSpec, parts) -> bool:
+    """Whether a set of part ids makes an object: two or more parts of one class."""
+    shown = {int(p) for p in parts}
+    return any(len(shown & set(own)) >= 2 for own in spec.extra["class_parts"].values())
+
+
 def part_rates(spec: PlantedSpec) -> torch.Tensor:
     """``(n_classes, P)`` probability that an item of each class shows each part, by construction."""
     extra = spec.extra
-    main, second, third = extra["rates"]
     rates = torch.zeros(len(spec.class_names), len(extra["parts"]), dtype=torch.float64)
     for c, cls in enumerate(spec.class_names):
-        parts = extra["class_parts"].get(cls, ())
-        for slot, p in enumerate(parts):
-            # the main part is present with probability `main`; without it, every other part is
-            rates[c, p] += main if slot == 0 else (1 - main) + main * (second if slot == 1 else third)
-    distractors = extra["distractors"]
-    rates[spec.class_names.index("background"), list(distractors)] += extra["distractor_rate"] / len(distractors)
+        for p, rate in zip(extra["class_parts"].get(cls, ()), extra["rates"]):
+            rates[c, p] += rate
+    _, one, two = extra["background"]
+    background = spec.class_names.index("background")
+    rates[background] += one / len(extra["parts"])
+    pairs = background_pairs(spec)
+    for pair in pairs:
+        rates[background, list(pair)] += two / len(pairs)
     return rates
+
+
+def background_pairs(spec: PlantedSpec) -> list[tuple[int, int]]:
+    """The pairs of parts that make no object (:func:`is_object`): what a background item may show.
+
+    With them, every two parts of a class are CONTRASTED: for parts ``p, q`` of class ``c`` there is a
+    part ``s`` such that one of ``{p, s}``, ``{q, s}`` is an object and the other is background, and both
+    occur. A classifier then has to tell ``p`` from ``q``; without such a contrast nothing in the labels
+    separates them, and a CNN may encode both as one feature.
+    """
+    n_parts = len(spec.extra["parts"])
+    return [(p, q) for p in range(n_parts) for q in range(p + 1, n_parts) if not is_object(spec, (p, q))]
 
 
 def part_evidence(spec: PlantedSpec) -> dict[str, list[int]]:
     """Each class's parts ordered by the class evidence they carry, most first.
 
     The evidence of part ``p`` for class ``c`` is ``P(p present | c) - mean over the other classes c'
-    of P(p present | c')`` (classes are balanced): a part only the class shows in 90 % of its items
-    carries 0.9, a part it shares with another class or with the background's distractors less.
+    of P(p present | c')`` (classes are balanced): the main part, shown in 90 % of its class's items,
+    in no other object and in 2/9 of the background items, carries 0.83; a part the class shares with
+    another class less (0.50, 0.23).
     """
     rates = part_rates(spec)
     n_classes = rates.shape[0]
@@ -248,8 +287,9 @@ def _drop_matrix(drop_parts, n: int, names: list[str]) -> torch.Tensor:
 
 def _generate_concepts(spec: PlantedSpec, n: int, gen: torch.Generator, clean: bool = False,
                        drop_parts=None) -> dict:
-    """Objects made of 2-3 parts (each a texture of one Haar level and colour) at non-overlapping
-    aligned positions; background items show nothing or one distractor part.
+    """Objects showing two or three of their three parts (each a texture of one Haar level and colour)
+    at non-overlapping aligned positions; background items show nothing, one part of any class, or two
+    parts that make no object (:func:`background_pairs`).
 
     Every random draw is made whatever parts are dropped, so ``drop_parts`` gives the same items
     (nuisance, other parts, places) with those parts left out.
@@ -270,7 +310,9 @@ def _generate_concepts(spec: PlantedSpec, n: int, gen: torch.Generator, clean: b
 
     targets = _balanced_labels(n, len(spec.class_names), gen)
     u = torch.rand(n, n_slots, generator=gen)
-    distractor = torch.tensor(extra["distractors"])[torch.randint(0, len(extra["distractors"]), (n,), generator=gen)]
+    pairs = torch.tensor(background_pairs(spec), dtype=torch.long)
+    single = torch.randint(0, n_parts, (n,), generator=gen)
+    pair = pairs[torch.randint(0, pairs.shape[0], (n,), generator=gen)]
     n_pos = (size - patch) // align + 1
     candidates = torch.rand(n, n_slots, n_pos ** ndim, generator=gen).argsort(dim=2)
     # one sign: a negated part would show the complementary colour (red bars would look cyan), i.e. another concept
@@ -280,14 +322,21 @@ def _generate_concepts(spec: PlantedSpec, n: int, gen: torch.Generator, clean: b
     x = torch.zeros_like(x) if clean else (x - 0.5) * contrast + 0.5
 
     # which part sits in which slot, and whether it is shown
-    main, second, third = extra["rates"]
+    subsets, probs = part_subsets(spec)
     slot_part = slot_parts[targets]
-    has_main = u[:, 0] < main
-    shown = torch.stack([has_main, ~has_main | (u[:, 1] < second), ~has_main | (u[:, 2] < third)], 1)
+    edges = torch.tensor(probs, dtype=torch.float64).cumsum(0)[:-1].float()
+    which = torch.bucketize(u[:, 0].contiguous(), edges, right=True)  # the set of slots each item shows
+    shown = torch.tensor(subsets, dtype=torch.bool)[which]
+    # background: nothing, one part of any class, or two parts that make no object
     is_bg = targets == background
-    slot_part[is_bg, 0] = distractor[is_bg]
+    none, one, _ = extra["background"]
+    n_bg = torch.bucketize(u[:, 1].contiguous(), torch.tensor([none, none + one]), right=True)  # 0, 1 or 2 parts
+    slot_part[is_bg, 0] = torch.where(n_bg == 1, single, pair[:, 0])[is_bg]
+    slot_part[is_bg, 1] = pair[is_bg, 1]
+    slot_part[is_bg, 2] = -1
     shown[is_bg] = False
-    shown[is_bg, 0] = u[is_bg, 0] < extra["distractor_rate"]
+    shown[is_bg, 0] = n_bg[is_bg] >= 1
+    shown[is_bg, 1] = n_bg[is_bg] == 2
     shown &= slot_part >= 0
 
     # places: every slot gets the first candidate at least `gap` samples away from the earlier slots
@@ -335,15 +384,21 @@ def _generate_concepts(spec: PlantedSpec, n: int, gen: torch.Generator, clean: b
             "part_masks": part_masks, "part_present": part_present, "part_corners": part_corners}
 
 
+# Six parts: one main part per class, and three parts each SHARED by two classes (alpha+beta, beta+gamma,
+# gamma+alpha). So the three parts of a class point to different classes (main: this class only; the two
+# others: this class and one other each), and with the background's non-object pairs every two parts of a
+# class are contrasted by the labels (background_pairs): a classifier has to tell them apart. Parts with
+# one role (same classes, never contrasted) are interchangeable for the decision, and a CNN trained on the
+# labels may encode them as one feature, which no concept extraction can undo. Within a class the parts
+# also differ in Haar level and pattern (a Latin square); a main part and the shared part of the same level
+# and pattern (in other classes) differ in colour.
 _CONCEPT_PARTS = (
-    {"name": "red-vbars-L1", "level": 1, "pattern": "v", "colour": (1.0, 0.15, 0.15)},  # alpha main
-    {"name": "yellow-checker-L2", "level": 2, "pattern": "checker", "colour": (1.0, 0.9, 0.1)},  # alpha 2nd
-    {"name": "blue-hbars-L3", "level": 3, "pattern": "h", "colour": (0.15, 0.3, 1.0)},  # shared alpha + beta
+    {"name": "red-checker-L1", "level": 1, "pattern": "checker", "colour": (1.0, 0.15, 0.15)},  # alpha main
+    {"name": "blue-hbars-L3", "level": 3, "pattern": "h", "colour": (0.15, 0.3, 1.0)},  # alpha 2nd, beta 3rd
+    {"name": "yellow-vbars-L2", "level": 2, "pattern": "v", "colour": (1.0, 0.9, 0.1)},  # gamma 2nd, alpha 3rd
     {"name": "cyan-vbars-L2", "level": 2, "pattern": "v", "colour": (0.1, 0.9, 1.0)},  # beta main
-    {"name": "green-hbars-L1", "level": 1, "pattern": "h", "colour": (0.15, 1.0, 0.15)},  # beta 2nd
-    {"name": "orange-checker-L3", "level": 3, "pattern": "checker", "colour": (1.0, 0.5, 0.0)},  # gamma main
-    {"name": "magenta-checker-L1", "level": 1, "pattern": "checker", "colour": (1.0, 0.1, 1.0)},  # gamma 2nd
-    {"name": "white-hbars-L2", "level": 2, "pattern": "h", "colour": (1.0, 1.0, 1.0)},  # gamma 3rd
+    {"name": "green-checker-L1", "level": 1, "pattern": "checker", "colour": (0.15, 1.0, 0.15)},  # beta 2nd, gamma 3rd
+    {"name": "white-hbars-L3", "level": 3, "pattern": "h", "colour": (1.0, 1.0, 1.0)},  # gamma main
 )
 _CONCEPT_PART_NAMES = tuple(p["name"] for p in _CONCEPT_PARTS)
 
@@ -384,13 +439,16 @@ SPECS: dict[str, PlantedSpec] = {
         generate=_generate_concepts,
         extra={"patch": 16, "align": 8, "gap": 8, "parts": _CONCEPT_PARTS,
                # class -> its parts, most class evidence first (main part, second, third)
-               "class_parts": {"alpha": (0, 1, 2), "beta": (3, 4, 2), "gamma": (5, 6, 7)},
-               # P(main shown); P(second), P(third) shown when the main part is (all shown without it)
-               "rates": (0.9, 0.6, 0.4),
-               "distractors": (1, 2, 4, 6, 7), "distractor_rate": 0.5,
-               "description": "objects made of 2-3 parts: 16x16 textures of one Haar level and a colour"
-                              " each, at non-overlapping 8-aligned places over a smooth noisy colour"
-                              " background; the background class shows nothing or one distractor part"},
+               "class_parts": {"alpha": (0, 1, 2), "beta": (3, 4, 1), "gamma": (5, 2, 4)},
+               # P(main), P(second), P(third) shown; every object item shows two or three of its parts
+               "rates": (0.9, 0.7, 0.5),
+               # background: P(nothing), P(one part of any class), P(two parts that make no object)
+               "background": (1 / 3, 1 / 3, 1 / 3),
+               "description": "objects showing two or three of their three parts: 16x16 textures of one"
+                              " Haar level and a colour each, at non-overlapping 8-aligned places over a"
+                              " smooth noisy colour background; three parts are shared by two classes each;"
+                              " the background class shows nothing, one part, or two parts of no common"
+                              " class"},
     ),
 }
 
