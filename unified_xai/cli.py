@@ -822,6 +822,7 @@ def demo(out: Path = typer.Option(Path("uxai-demo"), "--out", "-o", help="output
 # --------------------------------------------------------------------------- concepts (CRAFT banks)
 #: WAM settings of the scale profiles in `uxai concepts` (levels: at most this many, fewer when the input is small)
 CONCEPT_WAVELET, CONCEPT_LEVELS = "haar", 3
+CONCEPT_SCALE_PROFILE = "removal"  # the default scale answer of wam (docs/results.md: it holds on real photos)
 
 
 def _concept_layers(adapter) -> tuple[list[str], list[str]]:
@@ -935,7 +936,8 @@ def _dataset_class_images(ds, class_id: int, max_images: int) -> tuple[Any, list
 
 
 def _profiles_path(bank_path: Path, levels: int, samples: int) -> Path:
-    return bank_path.with_name(f"{bank_path.stem}.scales-{CONCEPT_WAVELET}{levels}-wam{samples}.json")
+    return bank_path.with_name(
+        f"{bank_path.stem}.scales-{CONCEPT_WAVELET}{levels}-wam{samples}-{CONCEPT_SCALE_PROFILE}.json")
 
 
 def _read_profiles(path: Path, bank) -> Optional[tuple]:
@@ -963,12 +965,17 @@ def concept_scale_profiles(adapter, craft, x, class_id: int, levels: int, sample
 
     profiles, names, counts = [], [], []
     for k in range(int(craft.concepts_.shape[0])):
-        params = {"objective": craft.objective(k), "n_samples": samples, "wavelet": CONCEPT_WAVELET, "levels": levels}
+        params = {"objective": craft.objective(k), "n_samples": samples, "wavelet": CONCEPT_WAVELET, "levels": levels,
+                  "scale_profile": CONCEPT_SCALE_PROFILE}
         if isinstance(batch_size, int):
             params["batch_size"] = batch_size
         e = ux.create("wam", adapter, **params).explain(x, targets=class_id)
         shares = e.scales.float().cpu()
-        present = shares.abs().sum(1) > 0
+        inputs = adapter.check_input(x)
+        with torch.no_grad(), adapter.evaluating():  # an input expresses the concept when its coefficient is > 0
+            coefficient = adapter.objective_scores(inputs, params["objective"],
+                                                   torch.full((len(x),), class_id, device=inputs.device))[0]
+        present = (coefficient.cpu() > 0) & (shares.abs().sum(1) > 0)
         profiles.append(shares[present].mean(0) if present.any() else torch.zeros(shares.shape[1]))
         counts.append(int(present.sum()))
         names = list(e.level_names or [])

@@ -193,15 +193,26 @@ def _scale_bars(ax, infos: list[LevelInfo]) -> None:
     ax.set_yticklabels([f"{i.name}\n{i.meaning}, {i.extent}" for i in infos], fontsize=8)
     ax.invert_yaxis()
     top = max(shares + [1.0])
-    ax.set_xlim(0, min(100.0, top * 1.3) if top < 77 else 100.0)
-    for bar, info in zip(bars, infos):
-        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, " " + info.share_text,
-                va="center", ha="left", fontsize=8)
+    low = min(shares + [0.0])
+    ax.set_xlim(min(0.0, low * 1.3), min(100.0, top * 1.3) if top < 77 else 100.0)
+    _signed_bar_labels(ax, bars, infos, 8)
     ax.set_xlabel("share of the importance (%)", fontsize=8)
     ax.tick_params(axis="x", labelsize=8)
     ax.set_title("importance per scale", fontsize=9)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
+
+
+def _signed_bar_labels(ax, bars, infos: list[LevelInfo], fontsize: int) -> None:
+    """Each bar's share at its end (left of a negative bar), and a zero line when a share is negative:
+    a level whose presence lowers the score (measured scale profiles are signed)."""
+    for bar, info in zip(bars, infos):
+        width = bar.get_x() + bar.get_width() if bar.get_width() >= 0 else bar.get_x()
+        ax.text(width, bar.get_y() + bar.get_height() / 2, (" " + info.share_text) if bar.get_width() >= 0
+                else (info.share_text + " "), va="center", ha="left" if bar.get_width() >= 0 else "right",
+                fontsize=fontsize)
+    if any((i.share or 0) < 0 for i in infos):
+        ax.axvline(0, color="black", linewidth=0.6)
 
 
 def _level_title(info: LevelInfo) -> str:
@@ -523,10 +534,8 @@ def _profile_bars(ax, infos: list[LevelInfo], last: bool) -> None:
     ax.set_yticklabels([f"{i.name.replace(' (coarsest)', ' coarsest').replace(' (finest)', ' finest')}, {i.extent}"
                         for i in infos], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlim(0, 100)
-    for bar, info in zip(bars, infos):
-        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, " " + info.share_text, va="center", ha="left",
-                fontsize=7)
+    ax.set_xlim(min(0.0, min(shares + [0.0]) * 1.2), 100)
+    _signed_bar_labels(ax, bars, infos, 7)
     ax.tick_params(axis="x", labelsize=6, length=2, pad=1)
     if last:
         ax.set_xlabel("share of the concept's importance (%)", fontsize=7)
