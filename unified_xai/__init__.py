@@ -13,9 +13,10 @@ from .core import (
 from . import concepts  # noqa: E402
 from . import featviz  # noqa: E402
 from . import explainers  # noqa: E402  (registers the built-in explainers)
+from .report import Report, report  # noqa: E402  (ux.report is the function; the package is unified_xai.report)
 
 from ._version import __version__  # noqa: E402
 __all__ = [
     "CheckpointError", "Explanation", "InputError", "LayerError", "ModelAdapter", "Param", "ParameterError",
-    "RegistrationError", "Split", "SplitError", "UXAIError", "UnknownNameError", "concepts", "explainers", "create", "featviz", "data", "list_explainers", "metrics", "objectives", "register_explainer", "sampling", "wavelets",
+    "RegistrationError", "Report", "Split", "SplitError", "UXAIError", "UnknownNameError", "concepts", "explainers", "create", "featviz", "data", "list_explainers", "metrics", "objectives", "register_explainer", "report", "sampling", "wavelets",
 ]

@@ -206,11 +206,9 @@ def _scale_bars(ax, infos: list[LevelInfo]) -> None:
 def _signed_bar_labels(ax, bars, infos: list[LevelInfo], fontsize: int) -> None:
     """Each bar's share at its end (left of a negative bar), and a zero line when a share is negative:
     a level whose presence lowers the score (measured scale profiles are signed)."""
-    for bar, info in zip(bars, infos):
-        width = bar.get_x() + bar.get_width() if bar.get_width() >= 0 else bar.get_x()
-        ax.text(width, bar.get_y() + bar.get_height() / 2, (" " + info.share_text) if bar.get_width() >= 0
-                else (info.share_text + " "), va="center", ha="left" if bar.get_width() >= 0 else "right",
-                fontsize=fontsize)
+    for bar, info in zip(bars, infos):  # a negative bar's label goes right of zero, clear of the tick labels
+        ax.text(max(bar.get_x() + bar.get_width(), 0.0), bar.get_y() + bar.get_height() / 2, " " + info.share_text,
+                va="center", ha="left", fontsize=fontsize)
     if any((i.share or 0) < 0 for i in infos):
         ax.axvline(0, color="black", linewidth=0.6)
 

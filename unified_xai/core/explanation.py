@@ -141,6 +141,28 @@ class Explanation:
     def cpu(self) -> "Explanation":
         return self.to("cpu")
 
+    @classmethod
+    def concatenate(cls, items: "list[Explanation]") -> "Explanation":
+        """One Explanation of the inputs of ``items`` in order (same method, settings and shapes);
+        ``elapsed`` is their sum. Used by ``ux.Report`` to join per-input runs."""
+        if not items:
+            raise InputError("Explanation.concatenate needs at least one Explanation")
+        first = items[0]
+        if any(e.method != first.method or e.params != first.params for e in items):
+            raise InputError("Explanation.concatenate: the explanations differ in method or settings; join only "
+                             "runs of one explainer with one configuration")
+        joined = {}
+        for f in fields(first):
+            values = [getattr(e, f.name) for e in items]
+            if isinstance(values[0], torch.Tensor):
+                if any(v is None for v in values):
+                    raise InputError(f"Explanation.concatenate: {f.name!r} is missing in some explanations")
+                joined[f.name] = torch.cat(values)
+            elif isinstance(values[0], dict) and f.name == "attributions":
+                joined[f.name] = {k: torch.cat([v[k] for v in values]) for k in values[0]}
+        joined["elapsed"] = float(sum(e.elapsed for e in items))
+        return replace(first, **joined)
+
     def raw_attributions(self) -> dict[str, torch.Tensor]:
         """``attributions`` as a dict (a plain tensor is returned under the key ``'input'``)."""
         if self.attributions is None:
@@ -153,31 +175,35 @@ class Explanation:
     def save(self, path: str | os.PathLike) -> str:
         """Write to HDF5 atomically (a temporary file renamed when complete); returns the path."""
         with atomic_h5(path) as h5:
-            h5.attrs["format"] = "unified_xai.Explanation"
-            h5.attrs["format_version"] = FORMAT_VERSION
-            h5.attrs["method"] = self.method
-            h5.attrs["model_id"] = self.model_id
-            h5.attrs["elapsed"] = float(self.elapsed)
-            h5.attrs["seed"] = -1 if self.seed is None else int(self.seed)
-            h5.attrs["has_seed"] = self.seed is not None
-            h5.attrs["params"] = json.dumps(self.params, default=_json_default, sort_keys=True)
-            if self.level_names is not None:
-                h5.attrs["level_names"] = json.dumps(self.level_names)
-            if self.class_names is not None:
-                h5.attrs["class_names"] = json.dumps([str(c) for c in self.class_names])
-            if self.sample_rate is not None:
-                h5.attrs["sample_rate"] = float(self.sample_rate)
-            for name in _TENSOR_FIELDS:
-                value = getattr(self, name)
-                if value is not None:
-                    h5.create_dataset(name, data=value.detach().cpu().numpy(), compression="gzip")
-            if self.attributions is not None:
-                group = h5.create_group("attributions")
-                group.attrs["kind"] = "tensor" if isinstance(self.attributions, torch.Tensor) else "dict"
-                for key, value in self.raw_attributions().items():
-                    group.create_dataset(key, data=value.detach().cpu().numpy(), compression="gzip")
-                group.attrs["order"] = json.dumps(list(self.raw_attributions()))
+            self.write(h5)
         return str(path)
+
+    def write(self, h5: h5py.Group) -> None:
+        """Write into an open HDF5 file or group (:meth:`read` reads it back; ``ux.Report`` keeps several)."""
+        h5.attrs["format"] = "unified_xai.Explanation"
+        h5.attrs["format_version"] = FORMAT_VERSION
+        h5.attrs["method"] = self.method
+        h5.attrs["model_id"] = self.model_id
+        h5.attrs["elapsed"] = float(self.elapsed)
+        h5.attrs["seed"] = -1 if self.seed is None else int(self.seed)
+        h5.attrs["has_seed"] = self.seed is not None
+        h5.attrs["params"] = json.dumps(self.params, default=_json_default, sort_keys=True)
+        if self.level_names is not None:
+            h5.attrs["level_names"] = json.dumps(self.level_names)
+        if self.class_names is not None:
+            h5.attrs["class_names"] = json.dumps([str(c) for c in self.class_names])
+        if self.sample_rate is not None:
+            h5.attrs["sample_rate"] = float(self.sample_rate)
+        for name in _TENSOR_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                h5.create_dataset(name, data=value.detach().cpu().numpy(), compression="gzip")
+        if self.attributions is not None:
+            group = h5.create_group("attributions")
+            group.attrs["kind"] = "tensor" if isinstance(self.attributions, torch.Tensor) else "dict"
+            for key, value in self.raw_attributions().items():
+                group.create_dataset(key, data=value.detach().cpu().numpy(), compression="gzip")
+            group.attrs["order"] = json.dumps(list(self.raw_attributions()))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Explanation":
@@ -223,7 +249,12 @@ class Explanation:
                                  f" ({type(err).__name__}: {err}); save the explanation again") from None
 
     @classmethod
-    def _read(cls, h5: h5py.File) -> "Explanation":
+    def read(cls, h5: h5py.Group) -> "Explanation":
+        """Read an Explanation written by :meth:`write` into an open HDF5 file or group."""
+        return cls._read(h5)
+
+    @classmethod
+    def _read(cls, h5: h5py.Group) -> "Explanation":
         values: dict[str, Any] = {n: torch.from_numpy(np.asarray(h5[n])) for n in _TENSOR_FIELDS if n in h5}
         if "where" not in values:
             raise InputError("the 'where' dataset is missing")  # re-raised by load() with the path
