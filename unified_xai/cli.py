@@ -819,6 +819,81 @@ def demo(out: Path = typer.Option(Path("uxai-demo"), "--out", "-o", help="output
         console.print("reopen one with: python -c \"import unified_xai as ux; e = ux.Explanation.load('"
                       f"{escape(str(written[0]))}'); print(e.method, e.where.shape)\"")
 
+# --------------------------------------------------------------------------- report
+@app.command()
+def report(
+    model: str = typer.Argument(..., help=_MODEL_HELP),
+    inputs: Optional[List[Path]] = typer.Argument(None, help="image, audio, NIfTI, .npy or .pt files, or folders;"
+                                                  " default: the model's built-in test set (the built-in photos"
+                                                  " for the ImageNet model)"),
+    out: Path = typer.Option(Path("uxai-report"), "--out", "-o", help="report folder (report.h5, index.html)"),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="only the first N inputs"),
+    explainer: Optional[List[str]] = typer.Option(None, "--explainer", "-e", help="explainer to run (repeatable;"
+                                                  " any registered name) [default: wam, sobol, sobol_wavelet]"),
+    param: Optional[List[str]] = typer.Option(None, "--param", "-p", help="explainer setting EXPLAINER.NAME=VALUE"
+                                              " (repeatable), e.g. wam.n_samples=32"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="a built-in dataset to report on instead"),
+    concepts: bool = typer.Option(True, "--concepts/--no-concepts", help="CRAFT concepts of the predicted classes"),
+    layer: Optional[str] = typer.Option(None, "--layer", help="layer of the concepts (default: the last"
+                                        " non-negative layer with a grid)"),
+    n_concepts: int = typer.Option(5, "--n-concepts", help="concepts per class bank"),
+    maco: int = typer.Option(1, "--maco", help="MACO images of the top N concepts of each class (images only)"),
+    maco_steps: int = typer.Option(64, "--maco-steps", help="optimisation steps of each MACO image"),
+    faithfulness: bool = typer.Option(False, "--faithfulness", help="also Deletion, Insertion, µ-Fidelity of every"
+                                      " where map"),
+    seed: int = typer.Option(0, "--seed", help="seed of every random draw"),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape", help=_SHAPE_HELP),
+    arch: Optional[str] = typer.Option(None, "--arch", help=_ARCH_HELP),
+    sample_rate: Optional[float] = typer.Option(None, "--sample-rate", help="the model's audio sample rate in Hz"),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda:0 ..."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars on a terminal"),
+):
+    """Where + what scale + which concept for every input: report.h5 and a static site (index.html)."""
+    from rich.markup import escape
+
+    from .report.run import DEFAULT_EXPLAINERS, _check_explainers, _check_out
+
+    start = time.perf_counter()
+    shape = parse_input_shape(input_shape)
+    check_device(device)
+    if limit is not None and limit < 1:
+        raise ParameterError(f"--limit must be at least 1 (the first N inputs), got {limit}")
+    if inputs and dataset is not None:
+        raise ParameterError("give either INPUT files or --dataset, not both")
+    for path in inputs or []:
+        if not path.exists():
+            raise InputError(f"input {str(path)!r} does not exist (relative to {os.getcwd()})")
+    names = list(explainer or DEFAULT_EXPLAINERS)
+    params: dict[str, dict] = {}
+    for item in param or []:
+        head, sep, _ = item.partition("=")
+        if not sep or "." not in head:
+            raise ParameterError(f"--param {item!r}: write EXPLAINER.NAME=VALUE, e.g. wam.n_samples=32")
+        which, name = head.split(".", 1)
+        params.setdefault(which, {}).update(_parse_params([f"{name}={item.partition('=')[2]}"]))
+    _check_explainers(names, params)  # unknown names and bad settings fail before the model loads
+    _check_out(out)
+    adapter = load_model_from_cli(model, arch=arch, input_shape=shape, device=device, progress=progress,
+                                  sample_rate=sample_rate)
+    console = _console()
+    given = dataset if dataset is not None else ([str(p) for p in inputs] if inputs else None)
+    console.print(f"[bold]{escape(adapter.name)}[/bold]: report of {escape(', '.join(names))}"
+                  + (" + concepts" if concepts else "") + f" -> {escape(str(out))}")
+    result = ux.report(adapter, given, explainers=names, concepts=concepts, out=out, limit=limit,
+                       explainer_params=params, concept_layer=layer, n_concepts=n_concepts, maco=maco,
+                       maco_steps=maco_steps, faithfulness=faithfulness, seed=seed, progress=progress)
+    ok = result.ok_inputs
+    failed = [r for r in result.inputs if not r.ok]
+    console.print(f"{len(ok)} input(s) explained" + (f" ({result.reused} reused from an earlier run)"
+                                                      if result.reused else "")
+                  + (f", {len(failed)} could not be read (listed in the index)" if failed else "")
+                  + f", {len(result.classes)} class concept bank(s), in {time.perf_counter() - start:.0f} s")
+    for r in failed:
+        console.print(f"  failed: {escape(r.name)}: {escape(r.error)}")
+    console.print(f"numbers: {escape(str((out / 'report.h5').resolve()))}  (ux.Report.load)")
+    console.print(f"[bold]open[/bold] {escape(str((out / 'index.html').resolve()))}")
+
+
 # --------------------------------------------------------------------------- concepts (CRAFT banks)
 #: WAM settings of the scale profiles in `uxai concepts` (levels: at most this many, fewer when the input is small)
 CONCEPT_WAVELET, CONCEPT_LEVELS = "haar", 3
