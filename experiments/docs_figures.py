@@ -109,7 +109,7 @@ PLANTED_CONCEPTS = {"model": "planted-concepts", "class": "alpha", "n_images": 1
 def concept_figure(adapter, images, class_id: int, layer: str, n_concepts: int, patch_size: int, stride: int,
                    wam_samples: int):
     """Fit the bank of ``class_id`` on ``images`` and draw it with its scale profiles (as ``uxai concepts``)."""
-    from unified_xai.cli import CONCEPT_LEVELS, CONCEPT_WAVELET, concept_scale_profiles
+    from unified_xai.concepts.scales import CONCEPT_LEVELS, CONCEPT_WAVELET, concept_scale_profiles
     from unified_xai.plotting import plot_concept_bank
 
     craft = ux.concepts.Craft(adapter, layer, n_concepts, patch_size=patch_size, stride=stride, seed=0,

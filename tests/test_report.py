@@ -233,3 +233,22 @@ def test_killed_run_resumes_with_the_same_numbers(tmp_path, plugin_path):
     assert whole.returncode == 0, whole_output
     _same_numbers(tmp_path / "whole" / "report.h5", killed_out / "report.h5")
     assert "index.html" in output and (killed_out / "index.html").exists()
+
+
+def test_wav_files_and_npy_volumes_are_report_inputs(tmp_path):
+    import soundfile
+
+    audio = ux.data.load_model("planted-audio", progress=False)
+    ds = ux.data.load_dataset("planted-audio", split="test")
+    for i in range(2):
+        soundfile.write(tmp_path / f"clip{i}.wav", ds.inputs[i, 0].numpy(), int(audio.sample_rate))
+    rep = ux.report(audio, sorted(tmp_path.glob("*.wav")), explainers=["wam"], concepts=False, out=tmp_path / "a",
+                    explainer_params={"wam": {"n_samples": 2}}, site=False, progress=False)
+    assert [r.name for r in rep.inputs] == ["clip0", "clip1"] and rep.spatial_ndim == 1
+    torch.testing.assert_close(rep.inputs[0].input, ds.inputs[0], atol=1e-4, rtol=0)  # 16-bit wav round trip
+    volume = ux.data.load_model("planted-volume", progress=False)
+    vs = ux.data.load_dataset("planted-volume", split="test")
+    np.save(tmp_path / "vol.npy", vs.inputs[0].numpy())
+    rep = ux.report(volume, tmp_path / "vol.npy", explainers=["wam"], concepts=False, out=tmp_path / "v",
+                    explainer_params={"wam": {"n_samples": 2}}, site=False, progress=False)
+    assert rep.explanation("wam").where.shape == (1, *vs.inputs.shape[2:])

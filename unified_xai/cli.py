@@ -38,10 +38,8 @@ from .core.storage import atomic_write, clean_stale_temporaries
 #: the best registered method first; ``explain`` and the demo default to the first available
 PREFERRED_METHODS = ("wam", "saliency")
 DEFAULT_N = 4
-#: the real ImageNet model and its photos, shown first by the demo when installed
-REAL_MODEL, REAL_DATASET = "efficientnet-lite0-imagenet", "photos"
-#: cheap settings for the demo on the real model (a few seconds per photo on a laptop CPU)
-REAL_DEMO = ("wam", {"variant": "smoothgrad", "n_samples": 8})
+#: the real ImageNet model, reported on first by the demo when installed
+REAL_MODEL = "efficientnet-lite0-imagenet"
 #: explainer parameters that change speed or memory, never the result: left out of run folder names
 _NOT_IN_NAMES = ("batch_size",)
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
@@ -745,79 +743,71 @@ def explain(
     print_run_summary(console, result, adapter, method, settings, notes, time.perf_counter() - start)
 
 
-def _accuracy_text(ds, predicted: list[int], labels: list[int]) -> str:
-    """``", model right on 3 of 4"``: labelled items only (-1: no class fits), every accepted label counts."""
-    accepted = getattr(ds, "metadata", {}).get("accepted_targets")
-    judged = [(i, p) for i, (p, y) in enumerate(zip(predicted, labels)) if y >= 0]
-    if not judged:
-        return ""
-    right = sum(p in (accepted[i] if accepted else [labels[i]]) for i, p in judged)
-    return f", model right on {right} of {len(judged)}"
+#: the demo: the report on the real ImageNet model over the built-in photos, then on a planted model
+DEMO_PLAN = ((REAL_MODEL, None), ("planted-concepts", 8))
 
 
 @app.command()
 def demo(out: Path = typer.Option(Path("uxai-demo"), "--out", "-o", help="output folder"),
-         n: int = typer.Option(DEFAULT_N, "--n", "-n", help="inputs per model (photos for the real model)"),
-         method: Optional[str] = typer.Option(None, "--method", "-m", help="explainer for every model (default: wam,"
-                                              " cheap SmoothGrad settings on the real model)"),
-         model: Optional[List[str]] = typer.Option(None, "--model", help="only these models (repeatable)")):
-    """The real ImageNet model on built-in photos, then every small built-in model on its test set."""
+         limit: Optional[int] = typer.Option(None, "--limit", "-n", help="inputs per model [default: the 7 photos,"
+                                             " 8 planted items]"),
+         model: Optional[List[str]] = typer.Option(None, "--model", help="report on these built-in models instead"
+                                                   " (repeatable)"),
+         progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars on a terminal")):
+    """The combined report on the real ImageNet model over the built-in photos, then on a planted model."""
     from rich.markup import escape
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if n < 1:
-        raise ParameterError(f"--n must be at least 1, got {n}")
-    _check_out(out)
-    if method is not None:
-        ux.core.registry.get_explainer_class(method)
-    console = _console()
-    clean_stale_temporaries(out, depth=2)
+    if limit is not None and limit < 1:
+        raise ParameterError(f"--limit must be at least 1, got {limit}")
     available = ux.data.list_models()
-    plan = []
-    if REAL_MODEL in available and REAL_DATASET in ux.data.list_datasets():
-        plan.append((REAL_MODEL, REAL_DATASET) + ((method, {}) if method else REAL_DEMO))
-    else:
-        console.print(f"note: the real ImageNet model {REAL_MODEL!r} is not installed here; showing the small"
-                      f" built-in models only")
-    small = [m for m in available if m != REAL_MODEL]
-    plan += [(m, _builtin_dataset(m), method or _default_method(), {}) for m in small if _builtin_dataset(m)]
+    plan = [(m, n) for m, n in DEMO_PLAN if m in available]
     if model:
-        unknown = [m for m in model if m not in {p[0] for p in plan}]
+        unknown = [m for m in model if m not in available]
         if unknown:
-            raise UnknownNameError(f"--model {unknown[0]!r} is not one of the demo's models:"
-                                   f" {', '.join(p[0] for p in plan)}")
-        plan = [p for p in plan if p[0] in model]
+            raise UnknownNameError(f"--model {unknown[0]!r} is not a built-in model; built-in: {', '.join(available)}")
+        plan = [(m, dict(DEMO_PLAN).get(m, DEFAULT_N)) for m in model]
+    _check_out(out)
+    console = _console()
     start = time.perf_counter()
-    written = []
-    for name, dataset_name, chosen, params in plan:
-        shown = f"{chosen} " + ", ".join(f"{k}={v}" for k, v in params.items()) if params else chosen
-        console.print(f"[bold]{escape(name)}[/bold]: {escape(shown)} on {dataset_name} ...")
+    done = []
+    for name, count in plan:
+        began = time.perf_counter()
+        console.print(f"[bold]{escape(name)}[/bold]: report ...")
         try:
-            adapter = load_model_from_cli(name, progress=True)  # progress bars on a terminal only
+            adapter = load_model_from_cli(name, progress=progress)
         except UXAIError as exc:
             if name != REAL_MODEL:
                 raise
             console.print(f"  skipped: {escape(_message(exc))}")
             continue
-        ds = ux.data.load_dataset(dataset_name, split="test")
-        count = min(n, len(ds))
-        x, y = ds[:count]
-        names = _dataset_names(ds, 0, count, "test")
-        cls = ux.core.registry.get_explainer_class(chosen)
-        settings = non_default_settings(cls, ux.core.registry.validate_params(chosen, cls.params, params), params)
-        folder = out / model_folder_name(name) / run_folder_name(chosen, cls, settings, [])
-        result = explain_to_folder(adapter, x, names, chosen, params, folder)
-        right = _accuracy_text(ds, result.probabilities.argmax(1).tolist(), y.tolist())
-        found = ", ".join(f"{nm}: {tn!r}" for nm, tn in zip(names, result.explanation.target_names))
-        console.print(f"  {count} input{'s' if count != 1 else ''} in {result.explanation.elapsed:.1f} s{right};"
-                      f" explained classes: {escape(found)}")
-        console.print(f"  -> {escape(str(result.folder.resolve()))}/")
-        written.append(result.h5.resolve())
-    console.print(f"\n[bold]done[/bold] in {time.perf_counter() - start:.0f} s. Explanations (explanation.h5) and"
-                  f" one figure per input (PNG) are in {escape(str(out.resolve()))}/")
-    if written:
-        console.print("reopen one with: python -c \"import unified_xai as ux; e = ux.Explanation.load('"
-                      f"{escape(str(written[0]))}'); print(e.method, e.where.shape)\"")
+        result = ux.report(adapter, None, out=out / name, limit=limit or count, progress=progress)
+        seconds = time.perf_counter() - began
+        console.print(f"  {len(result.ok_inputs)} input(s), {len(result.classes)} class concept bank(s) in"
+                      f" {seconds:.0f} s -> {escape(str((out / name / 'index.html').resolve()))}")
+        done.append((name, result, seconds))
+    index = _demo_index(out, done)
+    console.print(f"\n[bold]done[/bold] in {time.perf_counter() - start:.0f} s. Numbers: <model>/report.h5"
+                  f" (ux.Report.load). [bold]open[/bold] {escape(str(index.resolve()))}")
+
+
+def _demo_index(out: Path, done: list) -> Path:
+    """``out/index.html``: one line per report, linking its own index."""
+    import html
+
+    rows = "".join(
+        f"<li><a href=\"{html.escape(name)}/index.html\">{html.escape(name)}</a>: {len(r.ok_inputs)} input(s),"
+        f" {len(r.classes)} class concept bank(s), {seconds:.0f} s</li>" for name, r, seconds in done)
+    page = (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>unified-xai demo</title>"
+            f"<style>body{{font-family:sans-serif;margin:2em;max-width:50em}}</style></head><body>"
+            f"<h1>unified-xai demo reports</h1><p>Where each model looks, at what wavelet scale, and which concept"
+            f" of the predicted class it uses, per input (unified_xai {ux.__version__}).</p><ul>{rows}</ul>"
+            f"</body></html>")
+    path = out / "index.html"
+    with atomic_write(path, binary=False) as handle:
+        handle.write(page)
+    return path
+
 
 # --------------------------------------------------------------------------- report
 @app.command()
@@ -895,55 +885,10 @@ def report(
 
 
 # --------------------------------------------------------------------------- concepts (CRAFT banks)
-#: WAM settings of the scale profiles in `uxai concepts` (levels: at most this many, fewer when the input is small)
-CONCEPT_WAVELET, CONCEPT_LEVELS = "haar", 3
-CONCEPT_SCALE_PROFILE = "removal"  # the default scale answer of wam (docs/results.md: it holds on real photos)
-
-
-def _concept_layers(adapter) -> tuple[list[str], list[str]]:
-    """(non-negative layers, those of them with a spatial grid), in execution order."""
-    from .concepts import nonnegative_layers
-
-    nonnegative = nonnegative_layers(adapter)
-    shapes = {name: tuple(shape) for name, _, shape in adapter.layer_shapes()}
-    spatial = [n for n in nonnegative if len(shapes.get(n, ())) >= 3 and _prod(shapes[n][2:]) > 1]
-    return nonnegative, spatial
-
-
-def _prod(values) -> int:
-    out = 1
-    for v in values:
-        out *= int(v)
-    return out
-
-
-def _listing(names: list[str], last: int = 8) -> str:
-    shown = names[-last:]
-    return (f"... ({len(names) - len(shown)} earlier), " if len(names) > len(shown) else "") + \
-        ", ".join(repr(n) for n in shown)
-
-
-def _concept_layer(adapter, layer: Optional[str]) -> tuple[str, str]:
-    """The layer to factorise and how it was chosen; a layer CRAFT cannot use is refused with the ones it can."""
-    from .concepts import NegativeActivationsError
-    from .core import hooks
-
-    if layer is not None:
-        hooks.get_layer(adapter.model, layer)  # an unknown name lists the valid ones
-    nonnegative, spatial = _concept_layers(adapter)
-    if layer is None:
-        if not spatial:
-            raise NegativeActivationsError(
-                f"{adapter.name} has no non-negative layer with a spatial grid, which CRAFT's NMF needs"
-                + (f"; non-negative layers without a grid: {_listing(nonnegative)} (give one with --layer)"
-                   if nonnegative else " (e.g. after a ReLU)"))
-        return spatial[-1], "the last non-negative layer with a spatial grid; --layer to change"
-    if layer not in nonnegative:
-        raise NegativeActivationsError(
-            f"--layer {layer!r} has negative activations (or is the logits), but CRAFT factorises the activations"
-            f" with NMF, which needs values >= 0; pick a layer after a ReLU: "
-            + (_listing(spatial or nonnegative) if nonnegative else "this model has none"))
-    return layer, "given with --layer"
+from .concepts.scales import (  # noqa: E402  (shared with ux.report)
+    CONCEPT_LEVELS, CONCEPT_SCALE_PROFILE, CONCEPT_WAVELET, concept_layers as _concept_layers,
+    concept_scale_profiles, default_concept_layer as _concept_layer,
+)
 
 
 def _parse_classes(raw: List[str], adapter) -> list[int]:
@@ -1029,32 +974,6 @@ def _read_profiles(path: Path, bank) -> Optional[tuple]:
         return profiles, list(stored["level_names"]), [int(c) for c in stored["n_expressing"]]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-
-
-def concept_scale_profiles(adapter, craft, x, class_id: int, levels: int, samples: int,
-                           batch_size=None) -> tuple[Any, list[str], list[int]]:
-    """Per concept, WAM's scale shares on ``craft.objective(k)`` averaged over the inputs ``x`` that express
-    the concept: ``(K, levels + 1)``, the level names, and per concept how many inputs express it (an
-    input whose coefficient is 0 has no gradient, so no profile; all zeros when none does)."""
-    import torch
-
-    profiles, names, counts = [], [], []
-    for k in range(int(craft.concepts_.shape[0])):
-        params = {"objective": craft.objective(k), "n_samples": samples, "wavelet": CONCEPT_WAVELET, "levels": levels,
-                  "scale_profile": CONCEPT_SCALE_PROFILE}
-        if isinstance(batch_size, int):
-            params["batch_size"] = batch_size
-        e = ux.create("wam", adapter, **params).explain(x, targets=class_id)
-        shares = e.scales.float().cpu()
-        inputs = adapter.check_input(x)
-        with torch.no_grad(), adapter.evaluating():  # an input expresses the concept when its coefficient is > 0
-            coefficient = adapter.objective_scores(inputs, params["objective"],
-                                                   torch.full((len(x),), class_id, device=inputs.device))[0]
-        present = (coefficient.cpu() > 0) & (shares.abs().sum(1) > 0)
-        profiles.append(shares[present].mean(0) if present.any() else torch.zeros(shares.shape[1]))
-        counts.append(int(present.sum()))
-        names = list(e.level_names or [])
-    return torch.stack(profiles), names, counts
 
 
 @app.command()

@@ -32,11 +32,13 @@ from .records import ClassConcepts, InputConcepts, InputResult, Report, read_inp
 
 #: explainers run by default: the white-box where + scale answer, and its two black-box cross-checks
 DEFAULT_EXPLAINERS = ("wam", "sobol", "sobol_wavelet")
-#: settings of the default explainers in a report (chosen for a few seconds per input on a CPU)
+#: settings of the default explainers in a report, for seconds per input on a CPU: Sobol on a 7x7 grid with
+#: 8 designs (408 forwards) is a coarse cross-check of the where map; WCAM with one region per sub-band
+#: (192 forwards for 3 levels) answers only "what scale", which is all the report compares it on
 DEFAULT_PARAMS = {
     "wam": {"n_samples": 16},
-    "sobol": {"n_designs": 16},
-    "sobol_wavelet": {"n_designs": 16},
+    "sobol": {"grid_size": 7, "n_designs": 8},
+    "sobol_wavelet": {"grid_size": 1, "n_designs": 16},
 }
 WHITE_BOX, BLACK_BOX, SCALE_BLACK_BOX = "wam", "sobol", "sobol_wavelet"
 TOP_K = 5
@@ -287,14 +289,14 @@ def _read_part(path: Path) -> InputResult | None:
 
 
 def _concept_layer(adapter: ModelAdapter, layer: str | None) -> str:
-    from ..cli import _concept_layer as choose
+    from ..concepts.scales import default_concept_layer
 
-    return choose(adapter, layer)[0]
+    return default_concept_layer(adapter, layer)[0]
 
 
 def _class_bank(adapter, class_id, layer, n_concepts, seed, out, concept_images, own, maco, maco_steps, progress):
     """The class's fitted Craft (a stored bank of the same key is reused) and what its page shows."""
-    from ..cli import CONCEPT_LEVELS, CONCEPT_WAVELET, concept_scale_profiles
+    from ..concepts.scales import CONCEPT_LEVELS, CONCEPT_WAVELET, concept_scale_profiles
     from ..concepts import Craft
     from ..concepts.bank import bank_filename
 
@@ -406,7 +408,7 @@ def _agreement(explanations: dict) -> dict[str, Any]:
 
 
 def _input_concepts(adapter, craft, x, class_id: int, top: int) -> InputConcepts:
-    from ..cli import CONCEPT_WAVELET
+    from ..concepts.scales import CONCEPT_WAVELET
 
     importance = craft.importance(x, class_id)[0].cpu()
     coefficients = craft.transform(x)[0].cpu()
