@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Set up (first run only), then explain built-in inputs: the real ImageNet model (EfficientNet-Lite0) on
-# built-in photos first, then every small built-in model on its test set (about a minute on 2 CPU cores).
-# Usage: bash scripts/demo.sh [OUTDIR] [uxai demo options, e.g. --n 2 or --method saliency]
+# Set up (first run only), then the combined report (where, what scale, which concept) on the real ImageNet
+# model (EfficientNet-Lite0) over the built-in photos, then on a planted model; prints the index.html to open.
+# Usage: bash scripts/demo.sh [OUTDIR] [uxai demo options, e.g. --limit 2]
 # OUTDIR defaults to uxai-demo/ at the repo root; a relative OUTDIR is taken from the current folder.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -120,7 +120,7 @@ BAD_INPUT = {
     "bad batch size": (["explain", "digits", "--batch-size", "0"], "--batch-size"),
     "seed not taken": (["explain", "digits", "-m", "saliency", "--seed", "3"], "saliency takes no seed"),
     "layer unknown": (["explain", "digits", "-m", "gradcam", "--layer", "nope", "--n", "1"], "'nope'"),
-    "demo n": (["demo", "--n", "0"], "--n must be at least 1"),
+    "demo limit": (["demo", "--limit", "0"], "--limit must be at least 1"),
 }
 
 
@@ -330,16 +330,11 @@ def test_gitignore_matches_the_temporaries():
 
 
 # --------------------------------------------------------------------------- demo
-def test_demo_writes_outputs(tmp_path):
-    """The real model first when installed, then the small built-ins (two of them here, for time)."""
-    real = "efficientnet-lite0-imagenet"
-    chosen = [m for m in (real, "planted-image", "digits") if m in ux.data.list_models()]
-    out = _ok(["demo", "--out", str(tmp_path), "--n", "1", "--method", "saliency"]
-              + [a for m in chosen for a in ("--model", m)])
-    folders = _folders(tmp_path)
-    assert "done" in out and str(tmp_path.resolve()) in out
-    assert folders == sorted(f"{m}/saliency" for m in chosen)
-    assert all(len(list((tmp_path / f).glob("*.png"))) == 1 for f in folders)
-    if real in chosen:
-        assert out.index(real) < out.index("digits") and out.index(real) < out.index("planted-image")
-    assert "--model 'nope' is not one of the demo's models" in _fails(["demo", "--model", "nope"])
+def test_demo_writes_reports_and_an_index(tmp_path):
+    """The demo runs the combined report per model and links the reports from one index."""
+    out = _ok(["demo", "--out", str(tmp_path), "--limit", "1", "--model", "planted-image", "--no-progress"])
+    assert "done" in out and str((tmp_path / "index.html").resolve()) in out
+    assert (tmp_path / "planted-image" / "report.h5").exists() and (tmp_path / "planted-image" / "index.html").exists()
+    assert 'href="planted-image/index.html"' in (tmp_path / "index.html").read_text()
+    assert len(ux.Report.load(tmp_path / "planted-image").inputs) == 1
+    assert "--model 'nope' is not a built-in model" in _fails(["demo", "--model", "nope"])
