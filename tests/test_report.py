@@ -252,3 +252,14 @@ def test_wav_files_and_npy_volumes_are_report_inputs(tmp_path):
     rep = ux.report(volume, tmp_path / "vol.npy", explainers=["wam"], concepts=False, out=tmp_path / "v",
                     explainer_params={"wam": {"n_samples": 2}}, site=False, progress=False)
     assert rep.explanation("wam").where.shape == (1, *vs.inputs.shape[2:])
+
+
+def test_a_model_without_a_concept_layer_is_refused_with_the_remedy(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4)).eval()
+    adapter = ux.ModelAdapter(model, input_shape=(3, 8, 8))
+    with pytest.raises(ux.UXAIError, match="no non-negative layer.*--no-concepts"):
+        ux.report(adapter, torch.rand(2, 3, 8, 8), out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+    rep = ux.report(adapter, torch.rand(2, 3, 8, 8), explainers=["saliency"], concepts=False, out=tmp_path / "r",
+                    site=False, progress=False)
+    assert len(rep.explanations[0]) == 2 and rep.inputs[0].rebuilt is None  # no wam: no rebuilt input

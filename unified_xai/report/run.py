@@ -77,7 +77,11 @@ def _load_inputs(adapter: ModelAdapter, inputs, names, labels, limit) -> tuple[l
             raise ParameterError(f"names: {len(given)} names for {len(x)} inputs; give one name per input")
         ys = list(labels) if labels is not None else [None] * len(x)
         return [_Input(given[i], x[i], ys[i]) for i in range(count)], f"{len(x)} given tensor(s)"
-    paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
+    given = [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs
+    if not isinstance(given, (list, tuple)) or not all(isinstance(p, (str, os.PathLike)) for p in given):
+        raise ParameterError(f"inputs: expected a tensor (B, C, *spatial), a file or folder path, a list of paths or "
+                             f"a built-in dataset name, got {type(inputs).__name__}")
+    paths = [Path(p) for p in given]
     files: list[Path] = []
     for path in paths:
         if not path.exists():
@@ -189,6 +193,12 @@ def report(adapter: ModelAdapter, inputs=None, explainers: Sequence[str] = DEFAU
                              f"got {keep}")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ParameterError(f"limit must be an integer >= 1 (the first N inputs), got {limit!r}")
+    layer = None
+    if concepts:  # a model without a layer CRAFT can factorise fails here, before any work
+        try:
+            layer = _concept_layer(adapter, concept_layer)
+        except UXAIError as exc:
+            raise type(exc)(f"{exc}; or report without concepts (concepts=False, uxai report --no-concepts)") from None
     out = _check_out(Path(out))
     clean_stale_temporaries(out, depth=2)
     items, source = _load_inputs(adapter, inputs, names, labels, limit)
@@ -204,9 +214,7 @@ def report(adapter: ModelAdapter, inputs=None, explainers: Sequence[str] = DEFAU
 
     classes: dict[int, ClassConcepts] = {}
     crafts: dict[int, Any] = {}
-    layer = None
     if concepts:
-        layer = _concept_layer(adapter, concept_layer)
         settings["concept_layer"] = layer
         for class_id in sorted(set(predicted.values())):
             own = [items[i].x for i in good if predicted[i] == class_id]
