@@ -405,8 +405,8 @@ def _browser(tmp_path: Path, monkeypatch):
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(p)]
     if missing:
         pytest.fail(f"the report site test needs headless Chromium ({', '.join(missing)} missing): install Debian's "
-                    f"packages with `apt-get install -y chromium chromium-driver` (as root; scripts/test.sh does it through scripts/browser.sh), or set "
-                    f"UXAI_SKIP_BROWSER=1 to skip this test", pytrace=False)
+                    f"packages with `apt-get install -y chromium chromium-driver` (as root; scripts/test.sh does it "
+                    f"through scripts/browser.sh), or set UXAI_SKIP_BROWSER=1 to skip this test", pytrace=False)
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service

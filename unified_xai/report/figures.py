@@ -192,7 +192,7 @@ def _time_axis(length: int, sample_rate: float | None) -> tuple[np.ndarray, str]
     return np.arange(length, dtype=np.float64), "time (samples)"
 
 
-def spectrogram(wave: np.ndarray, sample_rate: float | None) -> tuple[np.ndarray, tuple[float, float, float, float], str]:
+def spectrogram(wave: np.ndarray, sample_rate: float | None) -> tuple[np.ndarray, tuple[float, ...], str]:
     """Power spectrogram in dB of a 1D signal: (array (freq, time), imshow extent, frequency axis label)."""
     from scipy.signal import spectrogram as _spectrogram
 

@@ -552,14 +552,16 @@ def _index_page(site: _Site) -> str:
             cells.append(f'<td data-sort="{esc(site.class_label(pred))}" title="{esc(site.class_name(pred))}">'
                          f"{site.class_link(pred, '')}</td>")
             prob = float(r.top_probs[0]) if r.top_probs is not None and len(r.top_probs) else None
-            cells.append(f'<td class=num data-sort="{_sort_value(prob)}">{_percent(prob) if prob is not None else "—"}'
-                         f"</td>")
+            shown = _percent(prob) if prob is not None else "—"
+            cells.append(f'<td class=num data-sort="{_sort_value(prob)}">{shown}</td>')
         else:
             cells += ['<td data-sort="">—</td>', '<td class=num data-sort="">—</td>']
         if r.label is not None:
-            mark = "" if pred is None else (' <span class=yes title="the prediction is right">✓</span>' if r.label == pred
+            mark = "" if pred is None else (' <span class=yes title="the prediction is right">✓</span>'
+                                            if r.label == pred
                                             else ' <span class=no title="the prediction is wrong">✗</span>')
-            cells.append(f'<td data-sort="{esc(site.class_label(r.label))}">{esc(site.class_label(r.label))}{mark}</td>')
+            label = esc(site.class_label(r.label))
+            cells.append(f'<td data-sort="{label}">{label}{mark}</td>')
         else:
             cells.append('<td data-sort="">—</td>')
         top = site.top_scale(r)
@@ -573,7 +575,8 @@ def _index_page(site: _Site) -> str:
         else:
             cells.append('<td class=num data-sort="">—</td>')
         rho = r.agreement.get("where_spearman")
-        cells.append(f'<td class=num data-sort="{_sort_value(rho)}">{_number(rho, 2) if rho is not None else "—"}</td>')
+        shown = _number(rho, 2) if rho is not None else "—"
+        cells.append(f'<td class=num data-sort="{_sort_value(rho)}">{shown}</td>')
         same = r.agreement.get("same_top_scale")
         cells.append('<td data-sort="">—</td>' if same is None else
                      (f'<td data-sort="yes"><span class=yes>yes</span></td>' if same
@@ -759,7 +762,8 @@ def _input_concepts(site: _Site, r: InputResult, x, fig_dir: str, root: str) -> 
             best = top_level(figures.profile_infos(c.scales, report.level_names, site.ndim, site.sr, index=rank))
             top = "" if best is None else _level_text(best)
         cls_value = f"{class_imp[k]:.2f}" if k < len(class_imp) else "—"
-        rows.append(f"<tr><td class=num>{rank + 1}</td><td>{site.class_link(cid, root, f'#concept-{k}', f'concept {k}')}"
+        link = site.class_link(cid, root, f"#concept-{k}", f"concept {k}")
+        rows.append(f"<tr><td class=num>{rank + 1}</td><td>{link}"
                     f"</td><td class=num>{float(c.importances[rank]):.3f}</td>"
                     f"<td class=num>{float(c.coefficients[rank]):.3g}</td><td class=num>{cls_value}</td>"
                     f"<td>{esc(top) if top else '—'}</td></tr>")
