@@ -1,7 +1,6 @@
 """The report's static site (``unified_xai.report.site.build_site``) on real small reports of the three modalities.
 
-The reports are filled from real explainer runs on the built-in planted models (``sample_report``); when
-``ux.report`` computes them, ``sample_report`` can call it instead. The browser test serves a site from a
+The reports are computed by ``ux.report`` on the built-in planted models (``sample_report``). The browser test serves a site from a
 temporary folder and opens it in headless Chromium (Debian's ``chromium`` + ``chromium-driver``).
 """
 from __future__ import annotations
@@ -23,9 +22,8 @@ import pytest
 import torch
 
 import unified_xai as ux
-from unified_xai import wavelets
 from unified_xai.core.errors import InputError
-from unified_xai.report.records import ClassConcepts, InputConcepts, InputResult, Report
+from unified_xai.report.records import InputResult, Report
 from unified_xai.report.site import build_site
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -35,12 +33,10 @@ MODELS = {"image": "planted-image", "audio": "planted-audio", "volume": "planted
 PICKS = {"image": (2, 2), "audio": (1, 1), "volume": (1, 1)}
 ODD_NAME = "photo <1> & \"friends\""
 FAILED_NAME = "broken <scan> & co.png"
-FAILED_ERROR = "cannot read 'broken <scan> & co.png': not an image file (PIL: cannot identify image file)"
-KEPT_FRACTION = 0.05
 
 
 # --------------------------------------------------------------------------------------------------
-# real small reports, filled without ux.report
+# real small reports, computed by ux.report
 # --------------------------------------------------------------------------------------------------
 def _picks(targets: torch.Tensor, n: int, n_classes: int) -> list[int]:
     """The first ``n`` dataset indices of the first ``n_classes`` classes found, taken in turn."""
@@ -49,104 +45,25 @@ def _picks(targets: torch.Tensor, n: int, n_classes: int) -> list[int]:
     return [pools[k % n_classes].pop(0) for k in range(n)]
 
 
-def _top_level(e: ux.Explanation) -> str:
-    return e.level_names[int(torch.argmax(e.scales[0]))]
-
-
-def _rebuilt(adapter, x, wam: ux.Explanation, target: int) -> tuple[torch.Tensor, dict]:
-    """The input from its top ``KEPT_FRACTION`` wavelet coefficients by |WAM attribution|, the others zeroed."""
-    p = wam.params
-    coeffs = wavelets.dwt(x, adapter.spatial_ndim, p["wavelet"], p["levels"], p["mode"])
-    attribution = wavelets.pack(coeffs.with_tensors([wam.attributions[k] for k in coeffs.band_keys()])).abs()
-    flat = wavelets.pack(coeffs)
-    keep = torch.zeros_like(flat, dtype=torch.bool).flatten()
-    keep[attribution.flatten().topk(max(1, int(KEPT_FRACTION * keep.numel()))).indices] = True
-    rebuilt = wavelets.idwt(wavelets.unpack(flat * keep.view_as(flat), coeffs))
-    scores = adapter.predict(torch.cat([x, rebuilt]))[:, target]
-    return rebuilt[0], {"kept_fraction": KEPT_FRACTION, "score": float(scores[0]), "rebuilt_score": float(scores[1]),
-                        "target": target}
-
-
-def _class_bank(adapter, ds, cid: int, with_maco: bool):
-    """A real CRAFT bank of class ``cid`` (6 dataset images) and its ClassConcepts."""
-    images = ds.inputs[ds.targets == cid][:6]
-    craft = ux.concepts.Craft(adapter, "features", n_concepts=3, n_designs=4, n_top_crops=6, progress=False)
-    craft.fit(images, class_id=cid)
-    K = int(craft.importances_.shape[0])
-    scales = torch.stack([ux.create("wam", adapter, n_samples=4, objective=craft.objective(k))
-                          .explain(images[:4], targets=cid).scales.mean(0) for k in range(K)])
-    maco = None
-    if with_maco:  # the first two concepts only: a class may have MACO images for fewer than K concepts
-        maco = torch.stack([ux.featviz.maco(adapter, craft.direction(k), steps=12, progress=False).image
-                            for k in range(2)])
-    cc = ClassConcepts(class_id=cid, name=adapter.class_names[cid], layer="features", bank_path="",
-                       importances=craft.importances_.detach().clone(), crops=craft.top_crop_images_.detach().clone(),
-                       scales=scales, maco=maco, n_images=int(images.shape[0]), source=f"{ds.name} training images")
-    return craft, cc
-
-
-def _input_concepts(adapter, craft, x, cid: int, k: int = 2) -> InputConcepts:
-    importance = craft.importance(x, class_id=cid)[0]
-    ids = importance.argsort(descending=True)[:k]
-    scales = torch.stack([ux.create("wam", adapter, n_samples=4, objective=craft.objective(int(j)))
-                          .explain(x, targets=cid).scales[0] for j in ids])
-    return InputConcepts(class_id=cid, ids=ids, importances=importance[ids], coefficients=craft.transform(x)[0][ids],
-                         maps=craft.concept_maps(x)[0][ids], scales=scales)
-
-
 def sample_report(kind: str, tmp_path: Path) -> Report:
-    """A small real report of ``kind`` ("image", "audio", "volume"): a few inputs of a built-in planted
-    model explained by wam, sobol and sobol_wavelet, with the agreement, CRAFT concepts, the rebuilt input,
-    faithfulness scores (images) and one failed input; saved to HDF5 and read back as the site would be."""
-    from scipy.stats import spearmanr
-
-    adapter = ux.data.load_model(MODELS[kind])
-    ds = ux.data.load_dataset(MODELS[kind])
-    picks = _picks(ds.targets, *PICKS[kind])
-    explainers = {"wam": ux.create("wam", adapter, n_samples=4),
-                  "sobol": ux.create("sobol", adapter, n_designs=8, grid_size=4),
-                  "sobol_wavelet": ux.create("sobol_wavelet", adapter, n_designs=8, grid_size=2)}
-    probs = torch.softmax(adapter.predict(ds.inputs[picks]), dim=1)
-    banks: dict[int, tuple] = {}
-    results = []
-    for n, i in enumerate(picks):
-        x = ds.inputs[i:i + 1]
-        top = probs[n].topk(min(5, probs.shape[1]))
-        pred = int(top.indices[0])
-        start = time.perf_counter()
-        runs = {name: explainer.explain(x) for name, explainer in explainers.items()}
-        rho = spearmanr(runs["wam"].where.flatten().numpy(), runs["sobol"].where.flatten().numpy())[0]
-        wam_top, wcam_top = _top_level(runs["wam"]), _top_level(runs["sobol_wavelet"])
-        agreement = {"where_spearman": None if np.isnan(rho) else float(rho), "wam_top_scale": wam_top,
-                     "wcam_top_scale": wcam_top, "same_top_scale": wam_top == wcam_top, "white_box": "wam",
-                     "black_box": "sobol", "scale_black_box": "sobol_wavelet"}
-        if pred not in banks:
-            banks[pred] = _class_bank(adapter, ds, pred, with_maco=kind == "image")
-        rebuilt, rebuilt_info = _rebuilt(adapter, x, runs["wam"], pred)
-        faithfulness = {}
-        if kind == "image":
-            for name in ("wam", "sobol"):
-                faithfulness[name] = {
-                    "deletion": float(ux.metrics.deletion(adapter, x, runs[name], steps=8, progress=False)[0]),
-                    "insertion": float(ux.metrics.insertion(adapter, x, runs[name], steps=8, progress=False)[0]),
-                    "mu_fidelity": float(ux.metrics.mu_fidelity(adapter, x, runs[name], n_subsets=16,
-                                                                progress=False)[0])}
-        results.append(InputResult(
-            index=n, name=ODD_NAME if n == 0 else f"{ds.name} test #{i}", label=int(ds.targets[i]), input=x[0],
-            top_ids=top.indices, top_probs=top.values, explanations=runs, agreement=agreement,
-            concepts=_input_concepts(adapter, banks[pred][0], x, pred), rebuilt=rebuilt, rebuilt_info=rebuilt_info,
-            faithfulness=faithfulness, elapsed=time.perf_counter() - start))
-    results.insert(1, InputResult(index=len(picks), name=FAILED_NAME, ok=False, error=FAILED_ERROR))
-    for position, result in enumerate(results):
-        result.index = position
-    report = Report(model_id=adapter.name, class_names=list(adapter.class_names), spatial_ndim=adapter.spatial_ndim,
-                    sample_rate=adapter.sample_rate, explainers=list(explainers), inputs=results,
-                    classes={cid: cc for cid, (_, cc) in banks.items()},
-                    level_names=runs["wam"].level_names,
-                    settings={"explainers": {name: e.params for name, e in runs.items()}, "top_concepts": 2,
-                              "kept_fraction": KEPT_FRACTION, "dataset": f"{ds.name} (test split)"})
-    path = report.save(tmp_path / "report.h5")
-    return Report.load(path)
+    """A small real report of ``kind`` ("image", "audio", "volume") by ``ux.report``: a few test items of a
+    built-in planted model given as .npy files, explained by wam, sobol and sobol_wavelet, with CRAFT concepts,
+    MACO images and faithfulness scores (images), and one file that cannot be read; site not built yet."""
+    adapter = ux.data.load_model(MODELS[kind], progress=False)
+    ds = ux.data.load_dataset(MODELS[kind], split="test")
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    files = []
+    for n, i in enumerate(_picks(ds.targets, *PICKS[kind])):
+        files.append(folder / f"{ODD_NAME if n == 0 else f'{ds.name} test #{i}'}.npy")
+        np.save(files[-1], ds.inputs[i].numpy())
+    (folder / FAILED_NAME).write_bytes(b"not an image file")
+    files.insert(1, folder / FAILED_NAME)
+    return ux.report(adapter, files, explainers=["wam", "sobol", "sobol_wavelet"], out=tmp_path / "report",
+                     explainer_params={"wam": {"n_samples": 4}, "sobol": {"n_designs": 8, "grid_size": 4},
+                                       "sobol_wavelet": {"n_designs": 8, "grid_size": 2}},
+                     n_concepts=3, top_concepts=2, maco=2 if kind == "image" else 0, maco_steps=12,
+                     faithfulness=kind == "image", site=False, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +75,7 @@ def site(tmp_path_factory):
         if kind not in built:
             folder = tmp_path_factory.mktemp(f"site-{kind}")
             report = sample_report(kind, folder)
-            built[kind] = (report, build_site(report, folder / "site", progress=False))
+            built[kind] = (report, build_site(report, folder / "report", progress=False))  # as ux.report does
         return built[kind]
 
     return get
@@ -286,7 +203,8 @@ def test_index_table_is_sortable_and_lists_every_input(site):
     failed = body[body.index("<tr class=failed>"):]
     failed = failed[:failed.index("</tr>")]
     assert "<a " not in failed and "failed: " in failed
-    assert html_escape(FAILED_ERROR) in failed
+    error = next(r.error for r in report.inputs if not r.ok)
+    assert FAILED_NAME in error and html_escape(error) in failed
     # every class page is linked from the index, and links to the inputs predicted as its class
     assert "Classes: concept atlases" in text
     pages = _crawl(index)

@@ -618,7 +618,7 @@ def plot_concept_bank(bank, scale_profiles=None, level_names=None, class_name: s
             ax.spines[side].set_visible(False)
         ax.set_title(f"concept {k}\n(importance {importances[k]:.2f})", fontsize=9, loc="left", fontweight="bold")
         if k == K - 1:
-            ax.set_xlabel("importance (total Sobol index)", fontsize=7)
+            ax.set_xlabel("importance\n(total Sobol index)", fontsize=7)  # two lines: the column is narrow
         for j in range(shown):
             cell = fig.add_subplot(grid[k, 1 + j])
             _draw_crop(cell, crops[k, j], sample_rate, span)

@@ -726,7 +726,4 @@ def atlas_figure(class_concepts, path, level_names: Sequence[str] | None = None,
     title = f"concept atlas of “{short_name(cc.name)}” (class {cc.class_id}) — layer {cc.layer}"
     fig = plot_concept_bank(bank, scale_profiles=scales, level_names=names, class_name=cc.name,
                             sample_rate=sample_rate, n_crops=6, title=title, maco_images=maco)
-    for ax in fig.axes:  # the narrow importance column: its one-line axis label would be cut at the left edge
-        if ax.get_xlabel() == "importance (total Sobol index)":
-            ax.set_xlabel("importance\n(total Sobol index)", fontsize=7)
     return save(fig, path)

@@ -396,7 +396,8 @@ def _pooled(where: torch.Tensor, cells: Sequence[int]) -> torch.Tensor:
 
 def _agreement(explanations: dict) -> dict[str, Any]:
     """The white-box answers against the black-box ones: rank correlation of the where maps (on the
-    black-box grid), and whether the top scale is the same."""
+    black-box grid), and whether the top scale is the same. A top scale is the level of largest signed
+    share: the one whose removal lowers the score most (WAM) / of largest total Sobol index (WCAM)."""
     found: dict[str, Any] = {}
     white, black, scale_black = (explanations.get(n) for n in (WHITE_BOX, BLACK_BOX, SCALE_BLACK_BOX))
     if white is not None and black is not None:

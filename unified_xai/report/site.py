@@ -363,9 +363,9 @@ class _Site:
 
 
 def top_level(infos):
-    """The level holding the largest share of the importance in magnitude (shares are signed: a level
-    whose presence lowers the score most can be the answer), or None without shares."""
-    shares = [abs(i.share or 0.0) for i in infos]
+    """The level with the largest share (signed: the level whose removal lowers the score most, as
+    ``agreement["wam_top_scale"]`` in run.py), or None without shares."""
+    shares = [i.share or 0.0 for i in infos]
     if not infos or not any(shares):
         return None
     return infos[int(np.argmax(shares))]
