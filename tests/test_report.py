@@ -77,7 +77,7 @@ def test_report_holds_every_answer_and_loads_back(planted, tmp_path):
         # the rebuilt input keeps 5 % of the coefficients and is a real input of the model
         assert r.rebuilt.shape == (3, 64, 64) and abs(r.rebuilt_info["kept_fraction"] - 0.05) < 0.01
     for class_id, summary in loaded.classes.items():
-        assert summary.crops.shape[:2] == (3, 10) and summary.maco.shape == (1, 3, 64, 64)
+        assert summary.crops.shape[:2] == (3, 6) and summary.maco.shape == (1, 3, 64, 64)
         assert (out / summary.bank_path).exists()  # the bank, reusable by `uxai concepts` and by the next run
 
 
@@ -95,11 +95,12 @@ def test_a_second_run_reuses_every_input_and_bank(planted, tmp_path):
     common = dict(explainers=["wam"], out=tmp_path, explainer_params={"wam": {"n_samples": 2}}, n_concepts=2,
                   top_concepts=1, maco=0, site=False, progress=False)
     first = ux.report(planted, x, **common)
-    banks = sorted((tmp_path / "banks").glob("*.h5"))
-    stamps = {p: p.stat().st_mtime_ns for p in banks + sorted((tmp_path / "parts").glob("*.h5"))}
+    assert not (tmp_path / "parts").exists()  # every part is in report.h5 now
+    stamps = {p: p.stat().st_mtime_ns for p in sorted((tmp_path / "banks").glob("*.h5"))}
     second = ux.report(planted, x, **common)
     assert second.reused == 2 and first.reused == 0
-    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing rewritten
+    assert [r.elapsed for r in second.inputs] == [r.elapsed for r in first.inputs]  # read back, not recomputed
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # the banks were reused, not refitted
     # other settings: the inputs are recomputed, not mixed with the earlier answers
     third = ux.report(planted, x, **{**common, "explainer_params": {"wam": {"n_samples": 3}}})
     assert third.reused == 0
@@ -222,13 +223,17 @@ def test_killed_run_resumes_with_the_same_numbers(tmp_path, plugin_path):
         time.sleep(0.05)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
-    finished = {p: p.stat().st_mtime_ns for p in (killed_out / "parts").glob("*.h5")}
+    finished = {}
+    for path in (killed_out / "parts").glob("*.h5"):
+        with h5py.File(path, "r") as h5:
+            finished[int(h5.attrs["index"])] = float(h5.attrs["elapsed"])
     assert 2 <= len(finished) < 6 and not (killed_out / "report.h5").exists()
     resumed = _uxai_report(killed_out, plugin_path)
     output = resumed.communicate(timeout=600)[0]
     assert resumed.returncode == 0, output
     assert f"({len(finished)} reused from an earlier run)" in output, output
-    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # not recomputed
+    inputs = ux.Report.load(killed_out).inputs
+    assert all(inputs[i].elapsed == t for i, t in finished.items())  # read back, not recomputed
     whole_output = whole.communicate(timeout=600)[0]
     assert whole.returncode == 0, whole_output
     _same_numbers(tmp_path / "whole" / "report.h5", killed_out / "report.h5")

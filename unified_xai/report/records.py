@@ -57,6 +57,7 @@ class InputResult:
     rebuilt_info: dict[str, Any] = field(default_factory=dict)  # kept fraction, scores of input and rebuilt
     faithfulness: dict[str, dict[str, float]] = field(default_factory=dict)  # explainer -> metric -> score
     elapsed: float = 0.0
+    key: str = ""  # digest of the input and the settings: a rerun reuses the result when it matches
 
     @property
     def predicted(self) -> int | None:
@@ -216,6 +217,7 @@ def write_input(group: h5py.Group, result: InputResult) -> None:
     group.attrs["rebuilt_info"] = json.dumps(result.rebuilt_info, sort_keys=True)
     group.attrs["faithfulness"] = json.dumps(result.faithfulness, sort_keys=True)
     group.attrs["elapsed"] = float(result.elapsed)
+    group.attrs["key"] = result.key
     for name in _INPUT_TENSORS:
         _put(group, name, getattr(result, name))
     explanations = group.create_group("explanations")
@@ -243,11 +245,16 @@ def read_input(group: h5py.Group) -> InputResult:
         explanations={name: Explanation.read(group["explanations"][str(i)]) for i, name in enumerate(order)},
         agreement=json.loads(attrs["agreement"]), concepts=concepts,
         rebuilt_info=json.loads(attrs["rebuilt_info"]), faithfulness=json.loads(attrs["faithfulness"]),
-        elapsed=float(attrs["elapsed"]), **{n: _get(group, n) for n in _INPUT_TENSORS},
+        elapsed=float(attrs["elapsed"]), key=str(attrs.get("key", "")),
+        **{n: _get(group, n) for n in _INPUT_TENSORS},
     )
 
 
 _CLASS_TENSORS = ("importances", "crops", "scales", "maco")
+
+
+#: pictures of the class pages kept in half precision (display only; the bank file keeps full precision)
+_PICTURES = ("crops", "maco")
 
 
 def _write_class(group: h5py.Group, concepts: ClassConcepts) -> None:
@@ -256,11 +263,13 @@ def _write_class(group: h5py.Group, concepts: ClassConcepts) -> None:
     for name in ("name", "layer", "bank_path", "source"):
         group.attrs[name] = str(getattr(concepts, name))
     for name in _CLASS_TENSORS:
-        _put(group, name, getattr(concepts, name))
+        value = getattr(concepts, name)
+        _put(group, name, value.half() if name in _PICTURES and value is not None else value)
 
 
 def _read_class(group: h5py.Group) -> ClassConcepts:
     attrs = group.attrs
     return ClassConcepts(class_id=int(attrs["class_id"]), name=str(attrs["name"]), layer=str(attrs["layer"]),
                          bank_path=str(attrs["bank_path"]), n_images=int(attrs["n_images"]),
-                         source=str(attrs["source"]), **{n: _get(group, n) for n in _CLASS_TENSORS})
+                         source=str(attrs["source"]),
+                         **{n: None if (t := _get(group, n)) is None else t.float() for n in _CLASS_TENSORS})

@@ -6,13 +6,15 @@ folder), then the predictions, the concept bank of every predicted class (fitted
 atomically to ``<out>/parts/`` as soon as it is finished; a rerun with the same settings reads it
 back instead of recomputing it, so a killed run resumes where it stopped and gives the same numbers
 (every explainer is seeded and an input's explanation never depends on the others). Last,
-``report.h5`` gathers every part and the site is drawn from it.
+``report.h5`` gathers every part (then ``parts/`` is removed: a later run with the same settings
+reuses the inputs from ``report.h5``, found by their key) and the site is drawn from it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,7 @@ DEFAULT_PARAMS = {
 }
 WHITE_BOX, BLACK_BOX, SCALE_BLACK_BOX = "wam", "sobol", "sobol_wavelet"
 TOP_K = 5
+CLASS_PAGE_CROPS = 6  # top crops per concept kept in the report (the bank file keeps all of them)
 
 
 @dataclass
@@ -179,7 +182,8 @@ def report(adapter: ModelAdapter, inputs=None, explainers: Sequence[str] = DEFAU
     maco : MACO images of this many top concepts per class (images only; cached with the bank).
     keep : fraction of wavelet coefficients kept in the rebuilt input (the most important by |WAM|).
     faithfulness : also score every where map by Deletion, Insertion and µ-Fidelity (pixels).
-    out : the report folder: ``report.h5``, ``index.html``, ``banks/``, ``parts/`` (finished inputs).
+    out : the report folder: ``report.h5``, ``index.html``, ``banks/``, ``parts/`` (finished inputs of a
+        run still going or killed).
     """
     started = time.perf_counter()
     explainers = list(explainers)
@@ -233,13 +237,15 @@ def report(adapter: ModelAdapter, inputs=None, explainers: Sequence[str] = DEFAU
             if item.x is None:
                 results.append(InputResult(index=index, name=item.name, ok=False, error=item.error))
             else:
-                part = parts / f"{index:06d}-{_input_key(item, key)}.h5"
-                result = _read_part(part)
+                input_key = _input_key(item, key)
+                part = parts / f"{index:06d}-{input_key}.h5"
+                result = _read_part(part) or _read_finished(out / "report.h5", index, input_key)
                 reused += result is not None
                 if result is None:
                     k = good.index(index)
                     result = _explain_one(adapter, index, item, top_ids[k], top_probs[k], settings_by_explainer,
                                           crafts.get(predicted[index]), top_concepts, keep, faithfulness)
+                    result.key = input_key
                     with atomic_h5(part) as h5:
                         write_input(h5, result)
                 results.append(result)
@@ -253,6 +259,7 @@ def report(adapter: ModelAdapter, inputs=None, explainers: Sequence[str] = DEFAU
                     settings=settings, inputs=results, classes=classes, level_names=level_names,
                      reused=reused)
     report_.save(out / "report.h5")
+    shutil.rmtree(parts, ignore_errors=True)  # report.h5 holds every part now, and a rerun reuses them from it
     if site:
         from .site import build_site
 
@@ -296,6 +303,20 @@ def _read_part(path: Path) -> InputResult | None:
         return None
 
 
+def _read_finished(path: Path, index: int, input_key: str) -> InputResult | None:
+    """Input ``index`` from an earlier run's ``report.h5`` when it was computed with the same key."""
+    if not path.exists():
+        return None
+    try:
+        with h5py.File(path, "r") as h5:
+            group = h5.get(f"inputs/{index:06d}")
+            if group is None or group.attrs.get("key") != input_key:
+                return None
+            return read_input(group)
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
 def _concept_layer(adapter: ModelAdapter, layer: str | None) -> str:
     from ..concepts.scales import default_concept_layer
 
@@ -333,7 +354,7 @@ def _class_bank(adapter, class_id, layer, n_concepts, seed, out, concept_images,
         maco_images = torch.stack([r.image.cpu() for r in drawn])
     summary = ClassConcepts(class_id=class_id, name=_class_name(adapter, class_id), layer=layer,
                             bank_path=os.path.relpath(bank_path, out), importances=craft.importances_.cpu(),
-                            crops=craft.top_crop_images_.cpu(), scales=scales, maco=maco_images,
+                            crops=craft.top_crop_images_[:, :CLASS_PAGE_CROPS].cpu(), scales=scales, maco=maco_images,
                             n_images=int(images.shape[0]), source=source)
     return craft, summary
 
