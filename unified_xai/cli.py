@@ -782,7 +782,8 @@ def demo(out: Path = typer.Option(Path("uxai-demo"), "--out", "-o", help="output
                 raise
             console.print(f"  skipped: {escape(_message(exc))}")
             continue
-        result = ux.report(adapter, None, out=out / name, limit=limit or count, progress=progress)
+        result = ux.report(adapter, None, out=out / name, limit=limit or count,
+                           progress=None if progress else False)  # bars on a terminal only
         seconds = time.perf_counter() - began
         console.print(f"  {len(result.ok_inputs)} input(s), {len(result.classes)} class concept bank(s) in"
                       f" {seconds:.0f} s -> {escape(str((out / name / 'index.html').resolve()))}")
@@ -872,7 +873,8 @@ def report(
                   + (" + concepts" if concepts else "") + f" -> {escape(str(out))}")
     result = ux.report(adapter, given, explainers=names, concepts=concepts, out=out, limit=limit,
                        explainer_params=params, concept_layer=layer, n_concepts=n_concepts, maco=maco,
-                       maco_steps=maco_steps, faithfulness=faithfulness, seed=seed, progress=progress)
+                       maco_steps=maco_steps, faithfulness=faithfulness, seed=seed,
+                       progress=None if progress else False)  # bars on a terminal only
     ok = result.ok_inputs
     failed = [r for r in result.inputs if not r.ok]
     console.print(f"{len(ok)} input(s) explained" + (f" ({result.reused} reused from an earlier run)"

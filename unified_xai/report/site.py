@@ -667,7 +667,9 @@ def _input_page(site: _Site, r: InputResult) -> None:
             blocks.append(f"<p class=error>This explanation cannot be drawn: {esc(err)} (where map of shape "
                           f"{esc(tuple(e.where.shape))}).</p>")
             continue
-        what = "where and at what scale" if e.scales is not None else "where"
+        flat = bool(e.where.numel()) and float(e.where.max() - e.where.min()) <= 1e-6 * float(e.where.abs().max())
+        what = ("at what scale (its where map is uniform at these settings, e.g. one region per sub-band)" if flat
+                and e.scales is not None else "where and at what scale" if e.scales is not None else "where")
         caption = f"{esc(explainer_title(ename))}: {what}" + (f" · {esc(params)}" if params else "") \
             + (f" · {e.elapsed:.2g} s" if e.elapsed else "")
         blocks.append(_figure_html(root + src, f"{ename} explanation of {r.name}", caption))
