@@ -268,3 +268,25 @@ def test_a_model_without_a_concept_layer_is_refused_with_the_remedy(tmp_path):
     rep = ux.report(adapter, torch.rand(2, 3, 8, 8), explainers=["saliency"], concepts=False, out=tmp_path / "r",
                     site=False, progress=False)
     assert len(rep.explanations[0]) == 2 and rep.inputs[0].rebuilt is None  # no wam: no rebuilt input
+
+
+def test_a_free_size_model_reports_images_of_several_sizes(tmp_path):
+    from PIL import Image
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    adapter = ux.ModelAdapter(model, input_shape=(3, None, None))
+    rng = np.random.default_rng(0)
+    for name, size in (("small", (32, 48)), ("large", (64, 64))):
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    rep = ux.report(adapter, [tmp_path / "small.png", tmp_path / "large.png"], explainers=["wam", "saliency"],
+                    concepts=True, n_concepts=2, top_concepts=1, maco=0, out=tmp_path / "r",
+                    explainer_params={"wam": {"n_samples": 2, "levels": 2}}, site=False, progress=False)
+    shapes = [tuple(r.explanations["wam"].where.shape[1:]) for r in rep.inputs]
+    assert shapes == [(32, 48), (64, 64)]
+    alone = adapter.predict(rep.inputs[1].input[None]).softmax(1)[0]
+    torch.testing.assert_close(rep.inputs[1].top_probs, alone.topk(3).values)
+    with pytest.raises(ux.InputError, match="several shapes.*keep the explanations apart"):
+        rep.explanations
+    assert ux.Report.load(tmp_path / "r").inputs[0].explanations["saliency"].where.shape == (1, 32, 48)

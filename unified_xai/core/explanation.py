@@ -157,6 +157,10 @@ class Explanation:
             if isinstance(values[0], torch.Tensor):
                 if any(v is None for v in values):
                     raise InputError(f"Explanation.concatenate: {f.name!r} is missing in some explanations")
+                if len({tuple(v.shape[1:]) for v in values}) > 1:
+                    raise InputError(f"Explanation.concatenate: {f.name!r} has several shapes "
+                                     f"({sorted({tuple(v.shape[1:]) for v in values})}): inputs of several sizes "
+                                     f"cannot be one batch; keep the explanations apart")
                 joined[f.name] = torch.cat(values)
             elif isinstance(values[0], dict) and f.name == "attributions":
                 joined[f.name] = {k: torch.cat([v[k] for v in values]) for k in values[0]}

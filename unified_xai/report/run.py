@@ -212,8 +212,7 @@ def report(adapter: ModelAdapter, inputs=None, explainers: Sequence[str] = DEFAU
                 "keep": keep, "faithfulness": bool(faithfulness), "seed": seed, "source": source}
 
     good = [i for i, item in enumerate(items) if item.x is not None]
-    x_all = torch.stack([items[i].x for i in good]).to(adapter.device)
-    top_ids, top_probs = _top_classes(adapter, x_all)
+    top_ids, top_probs = _top_classes(adapter, [items[i].x for i in good])
     predicted = {i: int(top_ids[k, 0]) for k, i in enumerate(good)}
 
     classes: dict[int, ClassConcepts] = {}
@@ -222,6 +221,7 @@ def report(adapter: ModelAdapter, inputs=None, explainers: Sequence[str] = DEFAU
         settings["concept_layer"] = layer
         for class_id in sorted(set(predicted.values())):
             own = [items[i].x for i in good if predicted[i] == class_id]
+            own = [x for x in own if x.shape == own[0].shape]  # a free-size model's inputs: one size per bank
             craft, summary = _class_bank(adapter, class_id, layer, n_concepts, seed, out, concept_images,
                                          torch.stack(own), maco if adapter.spatial_ndim == 2 else 0, maco_steps,
                                          progress)
@@ -269,8 +269,12 @@ def report(adapter: ModelAdapter, inputs=None, explainers: Sequence[str] = DEFAU
 
 # ---------------------------------------------------------------------- pieces
 @torch.no_grad()
-def _top_classes(adapter: ModelAdapter, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    logits = adapter.predict(x, progress=False)
+def _top_classes(adapter: ModelAdapter, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top classes and probabilities of every input (batched when they share one size)."""
+    if len({tuple(x.shape) for x in inputs}) == 1:
+        logits = adapter.predict(torch.stack(inputs).to(adapter.device), progress=False)
+    else:  # a free-size model on inputs of several sizes
+        logits = torch.cat([adapter.predict(x[None].to(adapter.device), progress=False) for x in inputs])
     probs = logits.float().softmax(1)
     k = min(TOP_K, probs.shape[1])
     values, ids = probs.topk(k, dim=1)
