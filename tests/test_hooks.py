@@ -57,6 +57,19 @@ def _explainer_call(name, **params):
     return run
 
 
+def _report_call(layer):
+    def run(adapter, x):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as out:
+            return ux.report(adapter, x, explainers=["wam", "gradcam"], concept_layer=layer, n_concepts=2,
+                             top_concepts=1, maco=0, out=out, explainer_params={"wam": {"n_samples": 2},
+                                                                             "gradcam": {"layer": layer}},
+                             site=False, progress=False)
+
+    return run
+
+
 HOOK_ENTRY_POINTS = {
     "capture": lambda a, x, layer="net.features.1": a.capture(x, layer),
     "capture_many": lambda a, x, layer="net.features.1": a.capture(x, [layer, "net.head"]),
@@ -65,6 +78,7 @@ HOOK_ENTRY_POINTS = {
     "split_fx": lambda a, x, layer="net.features": _split_call(layer)(a, x),
     "layer_shapes": lambda a, x, layer=None: a.layer_shapes(x),
     "gradcam": lambda a, x, layer="net.features.1": _explainer_call("gradcam", layer=layer)(a, x),
+    "report": lambda a, x, layer="net.features.1": _report_call(layer)(a, x),
 }
 
 

@@ -7,6 +7,7 @@ import math
 import torch
 
 from ..core import hooks
+from ..core.errors import LayerError
 from ..core.registry import create
 from .craft import NegativeActivationsError, nonnegative_layers
 
@@ -42,6 +43,10 @@ def default_concept_layer(adapter, layer: str | None = None) -> tuple[str, str]:
                 + (f"; non-negative layers without a grid: {_listing(nonnegative)} (give one with --layer)"
                    if nonnegative else " (e.g. after a ReLU)"))
         return spatial[-1], "the last non-negative layer with a spatial grid; --layer to change"
+    if layer not in nonnegative and not dict((n, s) for n, _, s in adapter.layer_shapes()).get(layer):
+        raise LayerError(f"layer {layer!r} was not called during the forward pass (or returns no tensor), so it "
+                         f"has no activations to factorise; pick a layer the model calls: "
+                         f"{_listing(spatial or nonnegative)}")
     if layer not in nonnegative:
         raise NegativeActivationsError(
             f"--layer {layer!r} has negative activations (or is the logits), but CRAFT factorises the activations"
