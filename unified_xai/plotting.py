@@ -128,8 +128,20 @@ def level_infos(explanation, index: int, ndim: int) -> list[LevelInfo]:
 # --------------------------------------------------------------------------------------------------
 # small drawing helpers
 # --------------------------------------------------------------------------------------------------
+def level_time_maps(fig, ax, maps: np.ndarray, extent_x, labels: list[str], title: str, colorbar_label: str):
+    """A signal's per-level maps ``(levels + 1, T)`` as rows over time, on one colour scale."""
+    cmap, lo, hi = _color_scale(list(maps))
+    im = ax.imshow(_peak_pool(maps, 1200), aspect="auto", interpolation="nearest", cmap=cmap, vmin=lo, vmax=hi,
+                   extent=(extent_x[0], extent_x[1], maps.shape[0] - 0.5, -0.5))
+    ax.set_yticks(range(maps.shape[0]))
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_title(title, fontsize=9)
+    _colorbar(fig, im, ax, colorbar_label)
+
+
 def _color_scale(arrays) -> tuple[str, float, float]:
     """(colormap, vmin, vmax) shared by ``arrays``: 0..max for non-negative maps, symmetric otherwise."""
+    arrays = [np.asarray(a) for a in arrays]
     lo = min(float(np.nanmin(a)) for a in arrays)
     hi = max(float(np.nanmax(a)) for a in arrays)
     if lo < 0:
@@ -371,14 +383,9 @@ def _plot_signal(fig, where, x, maps, infos, sample_rate):
     row += 1
     if maps is not None:
         ax = fig.add_subplot(grid[row, 0], sharex=axes[0])
-        cmap, lo, hi = _color_scale(list(maps))
-        im = ax.imshow(_peak_pool(maps, 1200), aspect="auto", interpolation="nearest", cmap=cmap, vmin=lo, vmax=hi,
-                       extent=(extent_x[0], extent_x[1], maps.shape[0] - 0.5, -0.5))
-        ax.set_yticks(range(maps.shape[0]))
-        ax.set_yticklabels([f"{i.name}" + (f" — {i.share_text}" if i.share_text else "") + f"\n{i.extent}"
-                            for i in infos], fontsize=7)
-        ax.set_title("importance per level over time (one colour scale)", fontsize=9)
-        _colorbar(fig, im, ax, "importance\n(one scale)")
+        level_time_maps(fig, ax, maps, extent_x,
+                        [f"{i.name}" + (f" — {i.share_text}" if i.share_text else "") + f"\n{i.extent}" for i in infos],
+                        "importance per level over time (one colour scale)", "importance\n(one scale)")
         axes.append(ax)
     for ax in axes[:-1]:
         ax.tick_params(labelbottom=False)

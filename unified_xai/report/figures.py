@@ -29,7 +29,9 @@ import torch
 
 from ..core.errors import InputError
 from ..core.storage import atomic_write
-from ..plotting import _color_scale, _crop_range, _draw_crop, _peak_pool, _slice_labels, _slices, level_infos
+from ..plotting import (
+    _color_scale, _colorbar, _crop_range, _draw_crop, _peak_pool, _slice_labels, _slices, level_infos, level_time_maps,
+)
 
 #: dots per inch of every figure (small PNGs, still readable at 100 % zoom)
 DPI = 90
@@ -96,18 +98,6 @@ def to_rgb(x: np.ndarray, span: tuple[float, float] | None = None) -> np.ndarray
 def _bare(ax) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
-
-
-def _colorbar(fig, im, ax, label: str):
-    bar = fig.colorbar(im, ax=ax, shrink=0.85, pad=0.02)
-    bar.ax.tick_params(labelsize=7)
-    bar.set_label(label, fontsize=8)
-    return bar
-
-
-def _signed_scale(arrays) -> tuple[str, float, float]:
-    cmap, lo, hi = _color_scale([np.asarray(a) for a in arrays])
-    return cmap, lo, hi
 
 
 def _share_text(share: float) -> str:
@@ -390,7 +380,7 @@ def _explanation_image(where, x, maps, infos, infos_maps):
     fig = _figure(max(3.4 * len(widths) + 0.6, 7.5), height)
     top, bottom = fig.subfigures(2, 1, height_ratios=[3.0, 2.3]) if maps is not None else (fig, None)
     grid = top.add_gridspec(1, len(widths), width_ratios=widths)
-    cmap, lo, hi = _signed_scale([where])
+    cmap, lo, hi = _color_scale([where])
     ax = top.add_subplot(grid[0, 0])
     im = ax.imshow(where, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
     ax.set_title("where (importance)", fontsize=9)
@@ -409,7 +399,7 @@ def _explanation_image(where, x, maps, infos, infos_maps):
     if infos:
         scale_bars(top.add_subplot(grid[0, col]), infos)
     if maps is not None:
-        cmap, lo, hi = _signed_scale(list(maps))
+        cmap, lo, hi = _color_scale(list(maps))
         axes = bottom.subplots(1, maps.shape[0], squeeze=False)[0]
         for ax, level, info in zip(axes, maps, infos_maps):
             im = ax.imshow(level, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
@@ -453,13 +443,8 @@ def _explanation_signal(where, x, maps, infos, infos_maps, sample_rate):
         row += 1
     if maps is not None:
         ax = fig.add_subplot(grid[row, 0], sharex=axes[0])
-        cmap, lo, hi = _signed_scale(list(maps))
-        im = ax.imshow(_peak_pool(maps, 1200), aspect="auto", interpolation="nearest", cmap=cmap, vmin=lo, vmax=hi,
-                       extent=(t[0], t[-1], maps.shape[0] - 0.5, -0.5))
-        ax.set_yticks(range(maps.shape[0]))
-        ax.set_yticklabels([_level_title(i).replace("\n", ", ") for i in infos_maps], fontsize=7)
-        ax.set_title("importance of each wavelet level over time (one colour scale)", fontsize=9)
-        _colorbar(fig, im, ax, "importance")
+        level_time_maps(fig, ax, maps, (t[0], t[-1]), [_level_title(i).replace("\n", ", ") for i in infos_maps],
+                        "importance of each wavelet level over time (one colour scale)", "importance")
         axes.append(ax)
     for ax in axes[:-1]:
         ax.tick_params(labelbottom=False)
@@ -481,7 +466,7 @@ def _explanation_volume(where, x, maps, infos, infos_maps):
     else:
         top, bottom = fig, None
     grid = top.add_gridspec(slice_rows, 4 if infos else 3, width_ratios=[1, 1, 1, 1.45] if infos else [1, 1, 1])
-    cmap, lo, hi = _signed_scale([where])
+    cmap, lo, hi = _color_scale([where])
     row = 0
     if x is not None:
         span = display_span(x)
@@ -508,7 +493,7 @@ def _explanation_volume(where, x, maps, infos, infos_maps):
     if infos:
         scale_bars(top.add_subplot(grid[:, 3]), infos)
     if maps is not None:
-        cmap, lo, hi = _signed_scale(list(maps))
+        cmap, lo, hi = _color_scale(list(maps))
         axes = bottom.subplots(1, maps.shape[0], squeeze=False)[0]
         for k, ax in enumerate(axes):
             im = ax.imshow(_slices(maps[k], point)[0], cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
@@ -614,7 +599,7 @@ def _concept_map(fig, ax, concept_map: np.ndarray, x, ndim: int, sample_rate):
         point = where_point(concept_map)
         concept_map = _slices(concept_map, point)[0]
         x = None if x is None else _slices(x, point)[0]
-    cmap, lo, hi = _signed_scale([concept_map])
+    cmap, lo, hi = _color_scale([concept_map])
     if x is not None and tuple(x.shape[1:]) == concept_map.shape:
         ax.imshow(to_rgb(x), interpolation="nearest")
         im = ax.imshow(concept_map, cmap=cmap, vmin=lo, vmax=hi, alpha=0.6, interpolation="bilinear")
