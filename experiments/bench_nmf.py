@@ -10,7 +10,11 @@ Ratio = median sklearn time / median HALS time. HALS with its own defaults (tol 
 Errors are recomputed exactly (||A - UW|| / ||A||).
 
     HF_HUB_OFFLINE=1 .venv/bin/python experiments/bench_nmf.py [--rows 20000] [--ranks 10 20] [--repeats 3]
-        [--threads N] [--equal-rtol 1e-4] [--photos] [--photo-stride 16]
+        [--threads N] [--equal-rtol 1e-4] [--photos] [--photo-stride 16] [--suite]
+
+``--suite`` instead compares the numbers of HALS sweeps per iteration (over U, over W) that
+``unified_xai.concepts.nmf._SWEEPS`` could take, on the crop activations of every built-in model at its
+default concept layer x ranks 5, 10, 20: time to scikit-learn's error, geometric mean of the ratios.
 
 ``--photos`` adds a second matrix with larger D: EfficientNet-Lite0 (ImageNet) at ``bn2`` (1280
 channels after ReLU6), 64 px crops of the 12 built-in photos at the given stride (16: 121 crops a
@@ -19,6 +23,8 @@ photo, 1452 rows; stride 8 gives 5292 rows but 3.6x the forward passes).
 from __future__ import annotations
 
 import argparse
+import importlib
+import math
 import shlex
 import statistics
 import sys
@@ -32,9 +38,13 @@ from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 import unified_xai as ux
-from unified_xai.concepts.nmf import nmf
+from unified_xai.concepts.nmf import _SWEEPS as SWEEPS, nmf
 
 HALS_MAX_ITER = 1000
+nmf_module = importlib.import_module("unified_xai.concepts.nmf")  # the module, not the function of that name
+SUITE_SWEEPS = [(2, 5), (3, 3), (4, 3), (4, 5), (6, 3), (6, 5), (8, 3)]
+SUITE_MODELS = {"digits": 800, "planted-concepts": 400, "planted-audio": 400, "planted-image": 300,
+                "planted-volume": 60}  # model: training images cropped
 
 
 def crops(x: torch.Tensor, patch: int, stride: int) -> torch.Tensor:
@@ -75,6 +85,51 @@ def photos_matrix(stride: int) -> tuple[torch.Tensor, str]:
     A = pooled_activations(adapter, images, "bn2", patch, stride, batch=32)
     return A, (f"efficientnet-lite0-imagenet layer 'bn2' (BN + ReLU6), {len(images)} photos x {per_image} crops"
                f" of {patch} px, stride {stride}")
+
+
+def concept_matrix(model: str, n_images: int) -> tuple[torch.Tensor, str]:
+    """Crop activations of a built-in model's training images at its default concept layer, as CRAFT takes them."""
+    from unified_xai.concepts.scales import default_concept_layer
+
+    adapter = ux.data.load_model(model, device="cpu", progress=False)
+    layer, _ = default_concept_layer(adapter)
+    images, _ = ux.data.load_dataset(model, split="train")[:n_images]
+    craft = ux.concepts.Craft(adapter, layer, 10)
+    A = craft.crop_activations(images, craft.crop_boxes(len(images), images.shape[2:]))
+    return A.contiguous(), f"{model} layer {layer!r}, {len(images)} train images"
+
+
+def suite(repeats: int, rtol: float) -> None:
+    """Time to scikit-learn's error for each candidate ``_SWEEPS``, per matrix and rank; geometric means."""
+    ratios = {sweeps: [] for sweeps in SUITE_SWEEPS}
+    for model, n_images in SUITE_MODELS.items():
+        with torch.no_grad():
+            A, description = concept_matrix(model, n_images)
+        for rank in (5, 10, 20):
+            start = time.perf_counter()
+            sk = NMF(n_components=rank, init="nndsvda", solver="cd", random_state=0)
+            U_sk = sk.fit_transform(A.numpy())
+            t_sk = time.perf_counter() - start
+            err_sk = relative_error(A, torch.from_numpy(U_sk), torch.from_numpy(sk.components_))
+            cells = []
+            for sweeps in SUITE_SWEEPS:
+                nmf_module._SWEEPS = sweeps
+                times = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    U, W = nmf(A, rank, tol=0, max_iter=HALS_MAX_ITER, target_error=err_sk * (1 + rtol))
+                    times.append(time.perf_counter() - start)
+                reached = relative_error(A, U, W) <= err_sk * (1 + rtol) * (1 + 1e-6)
+                ratio = t_sk / statistics.median(times)
+                ratios[sweeps].append(ratio if reached else 0.0)
+                cells.append(f"{sweeps}: {ratio:5.1f}x" + ("" if reached else " (not reached)"))
+            print(f"{description}, {A.shape[0]} x {A.shape[1]}, rank {rank:2d}, sklearn {t_sk:.2f} s | "
+                  + " | ".join(cells), flush=True)
+    print("\nsweeps (U, W): geometric mean of sklearn time / HALS time to its error, worst (0 = never reached)")
+    for sweeps, values in ratios.items():
+        reached = [v for v in values if v > 0]
+        mean = math.exp(statistics.mean(math.log(v) for v in reached)) if reached else 0.0
+        print(f"  {sweeps}: {mean:5.2f}x, worst {min(values):5.2f}x" + (" <- current" if sweeps == SWEEPS else ""))
 
 
 def relative_error(A: torch.Tensor, U: torch.Tensor, W: torch.Tensor) -> float:
@@ -120,6 +175,7 @@ def main() -> None:
     parser.add_argument("--equal-rtol", type=float, default=1e-4, help="relative tolerance of 'equal error'")
     parser.add_argument("--photos", action="store_true", help="also the EfficientNet-Lite0 matrix (D = 1280)")
     parser.add_argument("--photo-stride", type=int, default=16)
+    parser.add_argument("--suite", action="store_true", help="compare HALS sweep settings on every built-in model")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=ConvergenceWarning)  # sklearn's default max_iter=200 is the reference
@@ -128,6 +184,10 @@ def main() -> None:
     print(f"threads: torch {torch.get_num_threads()}, numpy/sklearn BLAS {args.threads} (threadpoolctl); "
           f"{args.repeats} interleaved repeats, median; HALS capped at {HALS_MAX_ITER} iterations; 'equal error' ="
           f" within {args.equal_rtol:g} relative")
+    if args.suite:
+        with threadpool_limits(args.threads):
+            suite(args.repeats, args.equal_rtol)
+        return
     builders = [lambda: digits_matrix(args.rows)] + ([lambda: photos_matrix(args.photo_stride)] if args.photos else [])
     with threadpool_limits(args.threads):
         for build in builders:
