@@ -77,6 +77,28 @@ def test_matches_pywt(nd, wavelet, mode):
                 np.testing.assert_allclose(ours[:, :, o].numpy(), r, atol=1e-10)
 
 
+@pytest.mark.parametrize("nd,size", [(1, (96,)), (2, (24, 40)), (3, (8, 16, 24))])
+@pytest.mark.parametrize("levels", [1, 3])
+def test_haar_butterfly_path_equals_ptwt(nd, size, levels):
+    # Haar on sizes divisible by 2**levels takes the butterfly path, which must equal ptwt's convolutions
+    # (and so pywt) in every boundary mode, both ways; other sizes and wavelets stay on ptwt.
+    assert W._haar_exact("haar", size, levels) and W._haar_exact("db1", size, levels)
+    assert not W._haar_exact("haar", (size[0] + 2, *size[1:]), 3) and not W._haar_exact("db2", size, 1)
+    x = _x((2, 3, *size), dtype=torch.float64)
+    for mode in W.MODES:
+        ours = W.dwt(x, nd, "haar", levels=levels, mode=mode)
+        approx, *details = W._DEC[nd](x, "haar", mode=mode, level=levels)
+        torch.testing.assert_close(ours.approx, approx, atol=1e-12, rtol=0)
+        for o, ref in zip(ours.details, details):
+            torch.testing.assert_close(o, W._from_ptwt(ref, nd), atol=1e-12, rtol=0)
+        rec = W._REC[nd]([approx, *details], "haar")
+        torch.testing.assert_close(W.idwt(ours), rec, atol=1e-12, rtol=0)
+    leaves = [t.clone().requires_grad_(True) for t in W.dwt(x[:1, :1], nd, "haar", levels).tensors()]
+    assert torch.autograd.gradcheck(lambda *ts: W.idwt(ours.with_tensors(ts)), leaves, fast_mode=True)
+    half = W.dwt(x.half(), nd, "haar", levels=levels)
+    assert half.dtype == torch.float16 and W.idwt(half).dtype == torch.float16
+
+
 # --------------------------------------------------------------------------------------------------
 # gradients
 # --------------------------------------------------------------------------------------------------

@@ -125,15 +125,14 @@ class _Wavelet(_Domain):
         self.like = wavelets.dwt(x, adapter.spatial_ndim, **config)
         self.z = wavelets.pack(self.like)  # (B, C, N)
         base = _baseline(metric, baseline, x)
-        if isinstance(baseline, numbers.Real) and float(baseline) == 0.0:
-            self.zb = torch.zeros_like(self.z)
-        else:
-            self.zb = wavelets.pack(wavelets.dwt(base.contiguous(), adapter.spatial_ndim, **config))
+        zero = isinstance(baseline, numbers.Real) and float(baseline) == 0.0  # the common case: no second gather
+        self.zb = None if zero else wavelets.pack(wavelets.dwt(base.contiguous(), adapter.spatial_ndim, **config))
         bands = _wavelet_bands(metric, explanation, self.like)
         self.values = wavelets.pack(self.like.with_tensors(bands))  # (B, N): channel-summed, pack order
 
     def inputs(self, removed, idx):
-        flat = torch.where(removed[:, None, :], self.zb[idx], self.z[idx])
+        mask = removed[:, None, :]
+        flat = self.z[idx].masked_fill_(mask, 0.0) if self.zb is None else torch.where(mask, self.zb[idx], self.z[idx])
         return wavelets.idwt(wavelets.unpack(flat, self.like))
 
 
