@@ -36,7 +36,7 @@ def _check_rows(rows: list[dict]) -> None:
         ratio = float(row["ratio"].rstrip("×"))
         low, high = (float(v) for v in row["range"].split("–"))
         assert all(math.isfinite(v) and v > 0 for v in (ratio, low, high)) and low <= ratio <= high, row
-        assert row["met"] in ("yes", "no", "—")
+        assert row["met"] in ("yes", "no", "—") and int(row["pairs"]) >= 1
 
 
 @pytest.fixture(scope="module")
@@ -119,13 +119,24 @@ def test_harness_interleaves_pairs_and_takes_the_median_of_their_ratios(monkeypa
     calls = []
     case = bench.Case("m", "s", "model", "floor", lambda: calls.append("method"), lambda: calls.append("floor"))
     fake_clock([9.0, 9.0, 2.0, 1.0, 1.0, 4.0, 3.0, 1.0])  # warm-ups, then (m, f), (f, m), (m, f)
-    row = bench.measure("m", case, repeats=3)
+    row = bench.measure("m", case, repeats=3, min_seconds=0)
     assert calls == ["floor", "method", "method", "floor", "floor", "method", "method", "floor"]
-    assert (row.method_s, row.floor_s, row.ratio, row.low, row.high) == (3.0, 1.0, 3.0, 2.0, 4.0)
+    assert (row.method_s, row.floor_s, row.ratio, row.low, row.high, row.pairs) == (3.0, 1.0, 3.0, 2.0, 4.0, 3)
     assert row.met is None and row.target_text == "—"
 
     case.speedup, case.target, case.per = True, 2.5, 2  # a speed-up: floor / method, higher is better
     fake_clock([9.0, 9.0, 1.0, 4.0, 4.0, 1.0])
-    row = bench.measure("m", case, repeats=2)
+    row = bench.measure("m", case, repeats=2, min_seconds=0)
     assert (row.method_s, row.floor_s, row.ratio) == (0.5, 2.0, 4.0) and row.met is True
     assert row.target_text == "≥ 2.5 (speed-up)" and row.ratio_text == "4.00×"
+
+
+def test_short_rows_get_more_pairs_until_their_time_is_spent(monkeypatch):
+    """Pairs of a few seconds are noisy: after --repeats pairs the harness goes on until the pairs took
+    min_seconds, at most 3 * repeats pairs; long rows stop at --repeats."""
+    monkeypatch.setattr(bench, "timed", lambda call, device=None: 1.0)  # every call 1 s: 2 s a pair
+    case = bench.Case("m", "s", "model", "floor", lambda: None, lambda: None)
+    assert bench.measure("m", case, repeats=2, min_seconds=7).pairs == 4  # 3 pairs = 6 s < 7 s, 4 = 8 s
+    assert bench.measure("m", case, repeats=2, min_seconds=100).pairs == 6  # capped at 3 * repeats
+    assert bench.measure("m", case, repeats=2, min_seconds=3).pairs == 2  # --repeats pairs took long enough
+    assert bench.MIN_ROW_SECONDS > 0 and bench.measure("m", case, repeats=1).pairs == 3

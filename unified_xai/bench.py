@@ -15,10 +15,12 @@ batch size (rows per model call), on already-built inputs:
   ``digits`` model at its post-ReLU ``features`` block).
 
 The harness is one loop for every row: a warm-up run of the floor and of the method, then ``repeats``
-pairs (method, floor), the order alternating from pair to pair so that neither always runs second. A
-pair's ratio is method time / floor time (for a speed-up: floor time / method time); a row shows the
-median times, the median of its pair ratios and their range. The machines are shared and noisy: the
-range says how much to trust a ratio, and ratios (not times) are what compares across machines.
+pairs (method, floor), the order alternating from pair to pair so that neither always runs second, and
+more pairs (up to ``3 * repeats``) until the row's pairs have taken :data:`MIN_ROW_SECONDS` (not with
+``--quick``): pairs of a few seconds spread by 10-20 % on a shared machine. A pair's ratio is method
+time / floor time (for a speed-up: floor time / method time); a row shows the median times, the median
+of its pair ratios and their range. The range says how much to trust a ratio, and ratios (not times)
+are what compares across machines.
 
 Targets are the ones the issues state: WAM (``smoothgrad``, ``integrated``) and Sobol ≤ 1.05, MACO ≤ 1.6,
 the metrics ≤ 1.1, NMF ≥ 2.5 (speed-up at ranks 10 and 20); other rows have none.
@@ -51,6 +53,8 @@ DEFAULT_MODEL, QUICK_MODEL = "timm:resnet18", "planted-image"
 #: rows per model call when none is given (the CLI's documented default chunk)
 DEFAULT_BATCH_SIZE = 16
 DEFAULT_REPEATS = 3
+#: a row gets more pairs than --repeats (up to 3x) until its pairs have taken this long
+MIN_ROW_SECONDS = 40.0
 #: where the saved table goes: in a checkout of the repository (a full default run) and elsewhere
 REPO_OUT, INSTALLED_OUT, QUICK_OUT = Path("docs/bench.md"), Path("uxai-out/bench.md"), Path("uxai-out/bench-quick.md")
 #: the built-in model whose activations make the NMF matrix (real activations, as bench_nmf)
@@ -125,6 +129,7 @@ class Row:
     speedup: bool = False
     target: Optional[float] = None
     note: str = ""
+    pairs: int = 0                     # interleaved (method, floor) pairs measured
 
     @property
     def met(self) -> Optional[bool]:
@@ -157,11 +162,14 @@ def timed(call: Callable[[], object], device: torch.device = torch.device("cpu")
     return time.perf_counter() - start
 
 
-def measure(name: str, case: Case, repeats: int) -> Row:
-    """Warm up the floor and the method once, then ``repeats`` interleaved pairs; medians and pair ratios.
+def measure(name: str, case: Case, repeats: int, min_seconds: float | None = None) -> Row:
+    """Warm up the floor and the method once, then interleaved pairs; medians and pair ratios.
 
-    The garbage collector runs once before and is paused while the row is measured (its pauses would land
-    on whichever call happened to trigger them)."""
+    At least ``repeats`` pairs, and more (up to ``3 * repeats``) until the pairs have taken ``min_seconds``
+    (default :data:`MIN_ROW_SECONDS`): a pair of a few seconds spreads by 10-20 % on a shared machine, so
+    short rows get more pairs for their median. The garbage collector runs once before and is paused while
+    the row is measured (its pauses would land on whichever call happened to trigger them)."""
+    min_seconds = MIN_ROW_SECONDS if min_seconds is None else min_seconds
     gc.collect()
     enabled = gc.isenabled()
     gc.disable()
@@ -169,7 +177,8 @@ def measure(name: str, case: Case, repeats: int) -> Row:
         timed(case.run_floor, case.device)
         timed(case.run_method, case.device)
         methods, floors, ratios = [], [], []
-        for r in range(repeats):
+        spent, r = 0.0, 0
+        while r < repeats or (spent < min_seconds and r < 3 * repeats):
             if r % 2 == 0:
                 m = timed(case.run_method, case.device)
                 f = timed(case.run_floor, case.device)
@@ -179,12 +188,13 @@ def measure(name: str, case: Case, repeats: int) -> Row:
             methods.append(m / case.per)
             floors.append(f / case.per)
             ratios.append(f / m if case.speedup else m / f)
+            spent, r = spent + m + f, r + 1
     finally:
         if enabled:
             gc.enable()
     return Row(name, case.method, case.setting, case.model, case.floor, statistics.median(methods),
                statistics.median(floors), statistics.median(ratios), min(ratios), max(ratios), case.speedup,
-               case.target, case.note())
+               case.target, case.note(), len(ratios))
 
 
 # ==================================================================================================
@@ -654,7 +664,7 @@ def _run(names, quick, repeats, model, batch_size, on_row, on_note) -> Report:
                     on_note(f"skipped {name}: {why}")
                 continue
             for case in bench.cases(ctx if bench.needs_model else Context(None, "", sizes, batch_size)):
-                row = measure(name, case, repeats)
+                row = measure(name, case, repeats, min_seconds=0.0 if quick else None)  # --quick: a smoke test
                 report.rows.append(row)
                 if on_row:
                     on_row(row)
@@ -669,9 +679,9 @@ def _run(names, quick, repeats, model, batch_size, on_row, on_note) -> Report:
 # ==================================================================================================
 # output: the terminal table and the saved markdown
 # ==================================================================================================
-COLUMNS = ("method", "setting", "model", "method s", "floor", "floor s", "ratio", "range", "target", "met")
+COLUMNS = ("method", "setting", "model", "method s", "floor", "floor s", "ratio", "range", "pairs", "target", "met")
 #: the terminal table leaves out the model (printed above it) and folds "met" into the target
-TERMINAL_COLUMNS = ("method", "setting", "method s", "floor", "floor s", "ratio", "range", "target")
+TERMINAL_COLUMNS = ("method", "setting", "method s", "floor", "floor s", "ratio", "range", "pairs", "target")
 
 
 def _seconds(value: float) -> str:
@@ -684,11 +694,11 @@ def cells(row: Row) -> dict:
     digits = 2 if row.speedup else 3
     return {"method": row.method, "setting": row.setting, "model": row.model, "method s": _seconds(row.method_s),
             "floor": row.floor, "floor s": _seconds(row.floor_s), "ratio": row.ratio_text,
-            "range": f"{row.low:.{digits}f}–{row.high:.{digits}f}", "target": row.target_text, "met": met}
+            "range": f"{row.low:.{digits}f}–{row.high:.{digits}f}", "pairs": str(row.pairs), "target": row.target_text, "met": met}
 
 
 def _right(column: str) -> bool:
-    return column.endswith(" s") or column in ("ratio", "range")
+    return column.endswith(" s") or column in ("ratio", "range", "pairs")
 
 
 def rich_table(report: Report):
@@ -710,8 +720,12 @@ def header(report: Report) -> list[str]:
     """What the figures depend on, as lines for the terminal and the saved page."""
     return [f"model: {report.model or '(none: only nmf)'}; rows per model call: {report.chunk_text}",
             f"machine: {_machine_line(report.machine)}",
-            f"{report.repeats} interleaved (method, floor) pair{'s' if report.repeats != 1 else ''} per row after one"
-            f" warm-up run of each; {report.seconds / 60:.1f} min in all"]
+            f"{_pairs_text(report.repeats)} per row after one warm-up run of each; {report.seconds / 60:.1f} min in all"]
+
+
+def _pairs_text(repeats: int) -> str:
+    return (f"at least {_plural(repeats, 'interleaved (method, floor) pair')} (more, up to {3 * repeats}, until"
+            f" a row's pairs took {MIN_ROW_SECONDS:g} s; see the pairs column)")
 
 
 def _machine_line(info: dict) -> str:
@@ -737,8 +751,8 @@ def markdown(report: Report, command: str) -> str:
         f"- machine: {_machine_line(report.machine)}",
         f"- model: {report.model or '(none: only nmf)'}; rows per model call: {report.chunk_text}; inputs: seeded"
         f" uniform noise in [0, 1], targets their predicted classes",
-        f"- {report.repeats} interleaved (method, floor) pair{'s' if report.repeats != 1 else ''} per row after one"
-        f" warm-up run of each, the order alternating; times are medians (MACO: per step), the ratio is the median"
+        f"- {_pairs_text(report.repeats)} per row after one warm-up run of each, the order alternating; times are"
+        f" medians (MACO: per step), the ratio is the median"
         f" of the pair ratios and the range their smallest and largest",
         "",
         "| " + " | ".join(COLUMNS) + " |",
