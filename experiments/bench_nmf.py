@@ -113,12 +113,15 @@ def suite(repeats: int, rtol: float) -> None:
             err_sk = relative_error(A, torch.from_numpy(U_sk), torch.from_numpy(sk.components_))
             cells = []
             for sweeps in SUITE_SWEEPS:
-                nmf_module._SWEEPS = sweeps
                 times = []
-                for _ in range(repeats):
-                    start = time.perf_counter()
-                    U, W = nmf(A, rank, tol=0, max_iter=HALS_MAX_ITER, target_error=err_sk * (1 + rtol))
-                    times.append(time.perf_counter() - start)
+                try:
+                    nmf_module._SWEEPS = sweeps
+                    for _ in range(repeats):
+                        start = time.perf_counter()
+                        U, W = nmf(A, rank, tol=0, max_iter=HALS_MAX_ITER, target_error=err_sk * (1 + rtol))
+                        times.append(time.perf_counter() - start)
+                finally:
+                    nmf_module._SWEEPS = SWEEPS
                 reached = relative_error(A, U, W) <= err_sk * (1 + rtol) * (1 + 1e-6)
                 ratio = t_sk / statistics.median(times)
                 ratios[sweeps].append(ratio if reached else 0.0)

@@ -139,6 +139,17 @@ def level_time_maps(fig, ax, maps: np.ndarray, extent_x, labels: list[str], titl
     _colorbar(fig, im, ax, colorbar_label)
 
 
+def level_image_maps(fig, maps: np.ndarray, titles: list[str], colorbar_label: str, interpolation=None):
+    """Per-level 2-D maps ``(levels + 1, H, W)`` side by side in ``fig``, on one colour scale and one colour bar."""
+    cmap, lo, hi = _color_scale(list(maps))
+    axes = fig.subplots(1, maps.shape[0], squeeze=False)[0]
+    for ax, level, title in zip(axes, maps, titles):
+        im = ax.imshow(level, cmap=cmap, vmin=lo, vmax=hi, interpolation=interpolation)
+        ax.set_title(title, fontsize=8)
+        _bare(ax)
+    _colorbar(fig, im, list(axes), colorbar_label)
+
+
 def _color_scale(arrays) -> tuple[str, float, float]:
     """(colormap, vmin, vmax) shared by ``arrays``: 0..max for non-negative maps, symmetric otherwise."""
     arrays = [np.asarray(a) for a in arrays]
@@ -255,13 +266,7 @@ def _plot_image(fig, where, x, maps, infos):
     if infos:
         _scale_bars(top.add_subplot(grid[0, col]), infos)
     if maps is not None:
-        cmap, lo, hi = _color_scale(list(maps))
-        axes = bottom.subplots(1, maps.shape[0], squeeze=False)[0]
-        for k, ax in enumerate(axes):
-            im = ax.imshow(maps[k], cmap=cmap, vmin=lo, vmax=hi)
-            ax.set_title(_level_title(infos[k]), fontsize=8)
-            _bare(ax)
-        _colorbar(bottom, im, list(axes), "importance\n(one scale for all levels)")
+        level_image_maps(bottom, maps, [_level_title(info) for info in infos], "importance\n(one scale for all levels)")
 
 
 def _slices(volume: np.ndarray, point: tuple[int, int, int]) -> list[np.ndarray]:

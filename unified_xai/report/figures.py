@@ -30,7 +30,8 @@ import torch
 from ..core.errors import InputError
 from ..core.storage import atomic_write
 from ..plotting import (
-    _color_scale, _colorbar, _crop_range, _draw_crop, _peak_pool, _slice_labels, _slices, level_infos, level_time_maps,
+    _bare, _color_scale, _colorbar, _crop_range, _draw_crop, _peak_pool, _slice_labels, _slices, level_image_maps,
+    level_infos, level_time_maps,
 )
 
 #: dots per inch of every figure (small PNGs, still readable at 100 % zoom)
@@ -93,11 +94,6 @@ def to_rgb(x: np.ndarray, span: tuple[float, float] | None = None) -> np.ndarray
     picture = np.moveaxis(x, 0, -1) if x.shape[0] == 3 else (x[0] if x.shape[0] == 1 else x.mean(0))[..., None]
     picture = np.clip((picture - lo) / (hi - lo or 1.0), 0.0, 1.0)
     return np.repeat(picture, 3, axis=2) if picture.shape[2] == 1 else picture
-
-
-def _bare(ax) -> None:
-    ax.set_xticks([])
-    ax.set_yticks([])
 
 
 def _share_text(share: float) -> str:
@@ -399,13 +395,8 @@ def _explanation_image(where, x, maps, infos, infos_maps):
     if infos:
         scale_bars(top.add_subplot(grid[0, col]), infos)
     if maps is not None:
-        cmap, lo, hi = _color_scale(list(maps))
-        axes = bottom.subplots(1, maps.shape[0], squeeze=False)[0]
-        for ax, level, info in zip(axes, maps, infos_maps):
-            im = ax.imshow(level, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
-            ax.set_title(_level_title(info), fontsize=8)
-            _bare(ax)
-        _colorbar(bottom, im, list(axes), "importance\n(one scale, all levels)")
+        level_image_maps(bottom, maps, [_level_title(info) for info in infos_maps],
+                         "importance\n(one scale, all levels)", interpolation="nearest")
     return fig
 
 

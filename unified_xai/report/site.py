@@ -78,12 +78,17 @@ def _percent(p: float) -> str:
     return f"{value:.1f} %" if value >= 0.1 else f"{value:.2g} %"
 
 
-def _number(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "—"
+def _as_float(value: Any) -> float | None:
+    """``value`` as a float, NaN for None; None when it is not a number (text)."""
     try:
-        number = float(value)
+        return math.nan if value is None else float(value)
     except (TypeError, ValueError):
+        return None
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    number = _as_float(value)
+    if number is None:
         return esc(value)
     if math.isnan(number):
         return "—"
@@ -91,11 +96,8 @@ def _number(value: Any, digits: int = 3) -> str:
 
 
 def _sort_value(value: Any) -> str:
-    if value is None:
-        return ""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
+    number = _as_float(value)
+    if number is None:
         return esc(value)
     return "" if math.isnan(number) else repr(number)
 
